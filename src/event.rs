@@ -1,0 +1,94 @@
+//! What the middleware tells the application about refreshes, rotations and persistence.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::key::TokenKey;
+use crate::store::StoreError;
+
+/// Something that happened to a key's tokens. Delivered to the hook set with
+/// [`TokenRefreshMiddlewareBuilder::on_event`](crate::TokenRefreshMiddlewareBuilder::on_event),
+/// and also emitted as a `tracing` event. Never carries a secret.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The token endpoint issued new tokens.
+    Refreshed {
+        /// The key refreshed.
+        key: TokenKey,
+        /// The generation of the new token set.
+        generation: u64,
+        /// Whether the server rotated the refresh token.
+        rotated: bool,
+        /// How long the token-endpoint call took.
+        duration: Duration,
+    },
+    /// Another process had already refreshed; its stored tokens were adopted without a call.
+    Adopted {
+        /// The key.
+        key: TokenKey,
+        /// The generation adopted.
+        generation: u64,
+    },
+    /// A token set was written to the store.
+    Persisted {
+        /// The key.
+        key: TokenKey,
+        /// The generation written.
+        generation: u64,
+    },
+    /// A token set could not be written. It stays in use from memory and the save is retried;
+    /// until it succeeds a restart would lose it.
+    PersistFailed {
+        /// The key.
+        key: TokenKey,
+        /// The generation that is not persisted.
+        generation: u64,
+        /// Why the save failed.
+        error: StoreError,
+    },
+    /// A refresh failed.
+    RefreshFailed {
+        /// The key.
+        key: TokenKey,
+        /// Why.
+        error: Error,
+    },
+    /// The grant is gone; the user must authorize again.
+    ReauthorizationRequired {
+        /// The key.
+        key: TokenKey,
+    },
+}
+
+/// The application's event hook.
+pub(crate) type EventHook = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
+
+pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
+    match &event {
+        Event::Refreshed {
+            key,
+            generation,
+            rotated,
+            duration,
+        } => tracing::debug!(%key, generation, rotated, ?duration, "token refreshed"),
+        Event::Adopted { key, generation } => {
+            tracing::debug!(%key, generation, "adopted tokens refreshed by another process")
+        }
+        Event::Persisted { key, generation } => {
+            tracing::trace!(%key, generation, "tokens persisted")
+        }
+        Event::PersistFailed {
+            key,
+            generation,
+            error,
+        } => tracing::warn!(%key, generation, %error, "failed to persist tokens; kept in memory"),
+        Event::RefreshFailed { key, error } => tracing::warn!(%key, %error, "token refresh failed"),
+        Event::ReauthorizationRequired { key } => {
+            tracing::warn!(%key, "re-authorization required")
+        }
+    }
+    if let Some(hook) = hook {
+        hook(&event);
+    }
+}

@@ -1,0 +1,118 @@
+//! The token-endpoint HTTP client shared by the grants: no redirects, timeouts, a size cap.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use reqwest::Url;
+
+use crate::error::{ConfigError, Error, InvalidResponse, TransientError};
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    /// The default when a secret is configured (RFC 8414 §2).
+    #[default]
+    ClientSecretBasic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: `client_id` in the body, no secret.
+    None,
+}
+
+/// Limits and transport settings of the token-endpoint client.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointSettings {
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) allow_http_loopback: bool,
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: 1024 * 1024,
+            allow_http_loopback: false,
+        }
+    }
+}
+
+impl EndpointSettings {
+    /// The HTTP client for the token endpoint. It never follows redirects: a 307/308 would
+    /// re-post the refresh token and client secret to wherever it points (RFC 9700 §4.12).
+    pub(crate) fn client(&self) -> Result<reqwest::Client, ConfigError> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .https_only(!self.allow_http_loopback)
+            .tls_version_min(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .map_err(|error| ConfigError::HttpClient(error.to_string()))
+    }
+
+    /// Checks an endpoint URL: https (or loopback http when allowed), no fragment.
+    pub(crate) fn endpoint_url(&self, url: &str) -> Result<Url, ConfigError> {
+        let parsed = Url::parse(url).map_err(|_| ConfigError::InvalidUrl(url.to_owned()))?;
+        if parsed.fragment().is_some() {
+            return Err(ConfigError::FragmentInTokenEndpoint(url.to_owned()));
+        }
+        check_secure(&parsed, self.allow_http_loopback)?;
+        Ok(parsed)
+    }
+}
+
+/// R42: https everywhere; plain http only to a loopback host and only when explicitly allowed.
+pub(crate) fn check_secure(url: &Url, allow_http_loopback: bool) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http_loopback && is_loopback(url) => Ok(()),
+        _ => Err(ConfigError::InsecureUrl(url.as_str().to_owned())),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Sends a token request and reads at most `limit` bytes of the answer.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<(StatusCode, Vec<u8>), Error> {
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(Error::InvalidResponse(InvalidResponse::TooLarge { limit }));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::InvalidResponse(InvalidResponse::TooLarge { limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
+}
+
+fn transport(error: reqwest::Error) -> Error {
+    if error.is_timeout() {
+        Error::Transient(TransientError::Timeout)
+    } else {
+        Error::Transient(TransientError::Transport(std::sync::Arc::new(
+            error.without_url(),
+        )))
+    }
+}

@@ -1,0 +1,69 @@
+//! The name under which one credential (one token set) is kept.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Names one credential: the tokens of one user, tenant or service account.
+///
+/// A middleware serves the [default key](TokenKey::default) unless a request carries another
+/// one in its extensions, which is how a backend acting for many users picks whose tokens to
+/// send:
+///
+/// ```
+/// # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+/// use reqwest_token_refresh::TokenKey;
+///
+/// let response = client
+///     .get("https://api.example.com/me")
+///     .with_extension(TokenKey::new("user-42"))
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// The key is not a secret: it appears in errors, events and logs, and names records in stores.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenKey(Arc<str>);
+
+impl TokenKey {
+    /// A key with the given name.
+    pub fn new(name: impl AsRef<str>) -> Self {
+        Self(Arc::from(name.as_ref()))
+    }
+
+    /// The key's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for TokenKey {
+    /// The key named `default`, used when a request names none.
+    fn default() -> Self {
+        Self::new("default")
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenKey({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for TokenKey {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for TokenKey {
+    fn from(name: String) -> Self {
+        Self(Arc::from(name))
+    }
+}

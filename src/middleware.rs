@@ -1,0 +1,244 @@
+//! The `reqwest-middleware` integration: inject → send → classify → refresh once → replay once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::AUTHORIZATION;
+use http::Extensions;
+use reqwest::{Request, Response, Url};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::classify::{DefaultTokenRejection, TokenRejection};
+use crate::error::ConfigError;
+use crate::event::{Event, EventHook};
+use crate::grant::endpoint::check_secure;
+use crate::grant::TokenRefresher;
+use crate::key::TokenKey;
+use crate::manager::{ManagerConfig, TokenManager};
+use crate::store::{MemoryTokenStore, TokenStore};
+use crate::token::TokenSet;
+
+/// Adds `Authorization: Bearer <token>` to requests for the allowed origins and keeps the token
+/// fresh. See the [crate documentation](crate) for the whole story.
+pub struct TokenRefreshMiddleware {
+    manager: TokenManager,
+    origins: Vec<url::Origin>,
+    rejection: Arc<dyn TokenRejection>,
+    default_key: TokenKey,
+}
+
+impl TokenRefreshMiddleware {
+    /// Starts configuring a middleware that obtains tokens with `refresher`.
+    pub fn builder(refresher: impl TokenRefresher) -> TokenRefreshMiddlewareBuilder {
+        TokenRefreshMiddlewareBuilder {
+            refresher: Arc::new(refresher),
+            store: None,
+            origins: Vec::new(),
+            rejection: Arc::new(DefaultTokenRejection),
+            default_key: TokenKey::default(),
+            initial_tokens: None,
+            leeway: Duration::from_secs(60),
+            rejection_cooldown: Duration::from_secs(10),
+            on_event: None,
+            allow_http_loopback: false,
+        }
+    }
+
+    /// The manager holding the tokens: supply new ones after a login, read or clear them.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+
+    fn applies_to(&self, url: &Url) -> bool {
+        let origin = url.origin();
+        self.origins.iter().any(|allowed| *allowed == origin)
+    }
+}
+
+impl std::fmt::Debug for TokenRefreshMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRefreshMiddleware")
+            .field(
+                "origins",
+                &self
+                    .origins
+                    .iter()
+                    .map(url::Origin::ascii_serialization)
+                    .collect::<Vec<_>>(),
+            )
+            .field("default_key", &self.default_key)
+            .field("manager", &self.manager)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Middleware for TokenRefreshMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        // R40: tokens go to the allowed origins only; R29: a caller's own header is respected.
+        if !self.applies_to(request.url()) || request.headers().contains_key(AUTHORIZATION) {
+            return next.run(request, extensions).await;
+        }
+        let key = extensions
+            .get::<TokenKey>()
+            .cloned()
+            .unwrap_or_else(|| self.default_key.clone());
+        let token = self
+            .manager
+            .token_for_request(&key)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        // D11: only a request whose body can be cloned is replayed.
+        let replay = request.try_clone();
+        let origin = request.url().origin();
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.header().clone());
+        let response = next.clone().run(request, extensions).await?;
+
+        // D12: a 401 from another origin (after a redirect) says nothing about our token.
+        if response.url().origin() != origin || !self.rejection.is_token_rejected(&response) {
+            return Ok(response);
+        }
+        let Some(mut replay) = replay else {
+            tracing::debug!(%key, "token rejected; request body cannot be replayed");
+            return Ok(response);
+        };
+        let fresh = self
+            .manager
+            .token_after_rejection(&key, token.generation())
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(fresh) = fresh else {
+            return Ok(response);
+        };
+        drop(response);
+        replay
+            .headers_mut()
+            .insert(AUTHORIZATION, fresh.header().clone());
+        // Replayed once; whatever comes back is returned as is.
+        next.run(replay, extensions).await
+    }
+}
+
+/// Configures a [`TokenRefreshMiddleware`].
+#[must_use]
+pub struct TokenRefreshMiddlewareBuilder {
+    refresher: Arc<dyn TokenRefresher>,
+    store: Option<Arc<dyn TokenStore>>,
+    origins: Vec<String>,
+    rejection: Arc<dyn TokenRejection>,
+    default_key: TokenKey,
+    initial_tokens: Option<TokenSet>,
+    leeway: Duration,
+    rejection_cooldown: Duration,
+    on_event: Option<EventHook>,
+    allow_http_loopback: bool,
+}
+
+impl TokenRefreshMiddlewareBuilder {
+    /// Where token sets are persisted (default: [`MemoryTokenStore`]).
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Same as [`store`](Self::store), for a store shared with other code.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Allows sending tokens to an origin (`https://host[:port]`; the path is ignored). At
+    /// least one is required; requests to other origins pass through untouched.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origins.push(origin.into());
+        self
+    }
+
+    /// Tokens to start the default key with when the store holds none (a first run).
+    pub fn initial_tokens(mut self, tokens: TokenSet) -> Self {
+        self.initial_tokens = Some(tokens);
+        self
+    }
+
+    /// The key used when a request carries no [`TokenKey`] extension (default: `default`).
+    pub fn default_key(mut self, key: TokenKey) -> Self {
+        self.default_key = key;
+        self
+    }
+
+    /// How long before expiry a token is refreshed (default 60 s; never more than half the
+    /// token's lifetime).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// After a refresh caused by a rejected token, how long a key ignores further rejections of
+    /// its new token instead of refreshing again (default 10 s). Bounds the token calls a
+    /// resource server that rejects every token can cause.
+    pub fn rejection_cooldown(mut self, cooldown: Duration) -> Self {
+        self.rejection_cooldown = cooldown;
+        self
+    }
+
+    /// How to tell that a response rejected the token (default: [`DefaultTokenRejection`]).
+    pub fn token_rejection(mut self, rejection: impl TokenRejection) -> Self {
+        self.rejection = Arc::new(rejection);
+        self
+    }
+
+    /// Calls `hook` for every [`Event`] (refreshes, rotations persisted or not, re-authorization
+    /// required). Runs inline: keep it short.
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Allows plain-`http` origins on loopback hosts, for tests and demos. Never in production.
+    pub fn danger_allow_http_loopback(mut self) -> Self {
+        self.allow_http_loopback = true;
+        self
+    }
+
+    /// Checks the configuration and builds the middleware.
+    pub fn build(self) -> Result<TokenRefreshMiddleware, ConfigError> {
+        if self.origins.is_empty() {
+            return Err(ConfigError::Missing("allow_origin"));
+        }
+        let origins = self
+            .origins
+            .iter()
+            .map(|origin| {
+                let url =
+                    Url::parse(origin).map_err(|_| ConfigError::InvalidUrl(origin.clone()))?;
+                check_secure(&url, self.allow_http_loopback)?;
+                Ok(url.origin())
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryTokenStore::new()));
+        let config = ManagerConfig {
+            leeway: self.leeway,
+            rejection_cooldown: self.rejection_cooldown,
+            on_event: self.on_event,
+            initial: self
+                .initial_tokens
+                .map(|tokens| (self.default_key.clone(), tokens)),
+        };
+        Ok(TokenRefreshMiddleware {
+            manager: TokenManager::new(store, self.refresher, config),
+            origins,
+            rejection: self.rejection,
+            default_key: self.default_key,
+        })
+    }
+}

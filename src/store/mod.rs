@@ -1,0 +1,90 @@
+//! Where token sets live between refreshes, and how processes agree on who refreshes.
+//!
+//! Implement [`TokenStore`] to keep tokens somewhere this crate does not cover. The contract:
+//!
+//! - [`load`](TokenStore::load): `Ok(None)` only when nothing is stored; a record that cannot be
+//!   read or decoded is an error, never "no tokens".
+//! - [`save`](TokenStore::save): a conditional write. It succeeds only when the stored
+//!   generation is the one the caller expects (`None`: nothing stored); otherwise it writes
+//!   nothing and returns [`SaveOutcome::Conflict`] with what is stored now.
+//! - [`clear`](TokenStore::clear): removes the record (after `invalid_grant`, or on logout).
+//! - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
+//!   held by the middleware for the whole lock → reload → refresh → save sequence, and released
+//!   when the returned [`StoreLock`] is dropped (also when its holder dies). In-process stores
+//!   return [`StoreLock::none`]: the middleware already serializes refreshes per key.
+
+mod callback;
+mod error;
+mod memory;
+
+use async_trait::async_trait;
+
+pub use callback::CallbackTokenStore;
+pub use error::{StoreError, StoreErrorKind};
+pub use memory::MemoryTokenStore;
+
+use crate::key::TokenKey;
+use crate::token::TokenSet;
+
+/// Persists token sets. See the [module documentation](self) for the contract.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Reads the token set stored for `key`.
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError>;
+
+    /// Writes `tokens` for `key` if the stored generation equals `expected`
+    /// (`None`: only if nothing is stored).
+    async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError>;
+
+    /// Removes whatever is stored for `key`.
+    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError>;
+
+    /// Takes the exclusive refresh section for `key` across processes.
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError>;
+}
+
+/// What a conditional [`TokenStore::save`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum SaveOutcome {
+    /// The token set was written.
+    Saved,
+    /// Nothing was written: the stored record is not the expected one.
+    Conflict {
+        /// What is stored now.
+        current: Option<TokenSet>,
+    },
+}
+
+/// An exclusive section taken with [`TokenStore::lock`]; dropping it releases the section.
+#[must_use = "the lock is released when this value is dropped"]
+pub struct StoreLock {
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl StoreLock {
+    /// A lock with nothing to release, for stores used by one process only.
+    pub fn none() -> Self {
+        Self { _guard: None }
+    }
+
+    /// A lock released when `guard` is dropped (a file lock, a lease released by `Drop`, …).
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        Self {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held", &self._guard.is_some())
+            .finish()
+    }
+}
