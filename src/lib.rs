@@ -8,6 +8,8 @@ mod grant;
 mod key;
 mod manager;
 mod middleware;
+#[cfg(feature = "retry")]
+mod retry;
 mod secret;
 mod store;
 mod token;
@@ -22,6 +24,8 @@ pub use grant::{ClientAuth, RefreshTokenGrant, RefreshTokenGrantBuilder, TokenRe
 pub use key::TokenKey;
 pub use manager::TokenManager;
 pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};
+#[cfg(feature = "retry")]
+pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 pub use store::{
     CallbackTokenStore, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind, StoreLock,

@@ -272,18 +272,6 @@ impl TokenManager {
                 return Ok(Some(Arc::clone(token)));
             }
         }
-        {
-            let mut last = slot
-                .last_rejection_refresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let cooldown = self.inner.config.rejection_cooldown;
-            if last.is_some_and(|at| at.elapsed() < cooldown) {
-                tracing::debug!(key = %slot.key, "token rejected again within cooldown; no refresh");
-                return Ok(None);
-            }
-            *last = Some(Instant::now());
-        }
         let token = self
             .inner
             .fly(&slot, Some(rejected), Trigger::Rejected)
@@ -330,6 +318,14 @@ impl Inner {
                 }
                 match &*flight {
                     Some(running) => running.outcome.clone(),
+                    None if trigger == Trigger::Rejected && self.in_rejection_cooldown(slot) => {
+                        // D10: the token we refreshed because of a rejection was rejected
+                        // again; the resource server is not taking tokens. Do not refresh.
+                        return match &**slot.state.load() {
+                            KeyState::Active(token) => Ok(Arc::clone(token)),
+                            _ => Err(Error::RefreshAborted),
+                        };
+                    }
                     None => {
                         let started = self.start_flight(slot, seen, trigger);
                         let outcome = started.outcome.clone();
@@ -344,6 +340,21 @@ impl Inner {
             }
         }
         Err(Error::RefreshAborted)
+    }
+
+    /// Whether a rejection-triggered refresh happened less than the cooldown ago; if not, the
+    /// caller is about to start one and the clock restarts.
+    fn in_rejection_cooldown(&self, slot: &KeySlot) -> bool {
+        let mut last = slot
+            .last_rejection_refresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < self.config.rejection_cooldown) {
+            tracing::debug!(key = %slot.key, "token rejected again within the cooldown; no refresh");
+            return true;
+        }
+        *last = Some(Instant::now());
+        false
     }
 
     fn start_flight(

@@ -1,0 +1,214 @@
+//! When refreshes happen, what they send, and what is kept.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest_token_refresh::{CallbackTokenStore, Event, TokenKey, TokenSet};
+
+use crate::auth_server::AuthServer;
+use crate::helpers::{builder, client, client_with_tokens, events, wait_for};
+
+#[tokio::test]
+async fn refreshes_proactively_before_expiry() {
+    // Still valid for 30 s, which is inside the default 60 s leeway.
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let issued = server.issue_grant();
+    let tokens = TokenSet::new(issued.access_token().clone())
+        .with_refresh_token(issued.refresh_token().unwrap().clone())
+        .with_expires_at(std::time::SystemTime::now() + Duration::from_secs(30));
+    let (client, manager) = client_with_tokens(&server, tokens).await;
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The request went out with the new token: no 401 was needed.
+    assert_eq!(server.api_rejections(), 0);
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(held.access_token().secret(), "at-2");
+}
+
+#[tokio::test]
+async fn r34_a_rejected_token_costs_one_refresh_and_one_replay() {
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let (client, _) = client_with_tokens(&server, server.issue_grant()).await;
+    server.reject_current_access_tokens();
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.api_calls(), 2);
+    assert_eq!(server.api_rejections(), 1);
+}
+
+#[tokio::test]
+async fn d10_a_401_to_the_replay_is_returned_not_retried() {
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let api = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(401))
+        // 2 for the first request (sent, replayed once), then 1 for each later one.
+        .expect(5)
+        .mount(&api)
+        .await;
+    let grant = reqwest_token_refresh::RefreshTokenGrant::builder(server.token_url())
+        .client_id("c")
+        .danger_allow_http_loopback()
+        .build()
+        .unwrap();
+    let (client, manager) = client(
+        reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
+            .allow_origin(api.uri())
+            .danger_allow_http_loopback()
+            .build()
+            .unwrap(),
+    );
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_grant())
+        .await
+        .unwrap();
+    let response = client.get(format!("{}/x", api.uri())).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    // Within the cooldown, a permanently rejecting server costs no further token calls.
+    for _ in 0..3 {
+        let response = client.get(format!("{}/x", api.uri())).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn r17_r52_rotated_refresh_tokens_are_used_next_and_persisted() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let saved: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let log = Arc::clone(&saved);
+    let store = CallbackTokenStore::new(move |_key, tokens: &TokenSet| {
+        let refresh = tokens.refresh_token().map(|rt| rt.secret().to_owned());
+        log.lock()
+            .unwrap()
+            .push((tokens.generation(), refresh.unwrap_or_default()));
+    });
+    let (client, manager) = client(
+        builder(&server)
+            .store(store)
+            .rejection_cooldown(Duration::ZERO)
+            .build()
+            .unwrap(),
+    );
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_grant())
+        .await
+        .unwrap();
+    for round in 0..5 {
+        server.reject_current_access_tokens();
+        let response = client.get(server.api_url("me")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+    }
+    assert_eq!(server.refresh_calls(), 5);
+    assert_eq!(
+        server.reuse_detections(),
+        0,
+        "a consumed refresh token came back"
+    );
+    assert!(!server.is_revoked());
+    let saved = saved.lock().unwrap().clone();
+    let generations: Vec<u64> = saved.iter().map(|(generation, _)| *generation).collect();
+    assert_eq!(generations, vec![1, 2, 3, 4, 5, 6]);
+    // Every rotation was persisted, and the store holds the token the server accepts now.
+    assert_eq!(
+        saved.last().unwrap().1,
+        server.current_refresh_token().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn d2_a_late_401_for_an_older_token_triggers_no_second_refresh() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    // `/api/slow` answers after a delay, so its 401 for the first token arrives after the
+    // other request already refreshed. Whatever the timing, only one refresh is allowed.
+    server
+        .server
+        .register(
+            wiremock::Mock::given(wiremock::matchers::path("/api/slow"))
+                .and(wiremock::matchers::header("authorization", "Bearer at-1"))
+                .respond_with(
+                    wiremock::ResponseTemplate::new(401).set_delay(Duration::from_millis(300)),
+                )
+                .with_priority(1),
+        )
+        .await;
+    let (client, _) = client_with_tokens(&server, server.issue_grant()).await;
+    server.reject_current_access_tokens();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = server.api_url("slow");
+        async move { client.get(url).send().await.unwrap().status() }
+    });
+    let fast = client.get(server.api_url("fast")).send().await.unwrap();
+    assert_eq!(fast.status(), 200);
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(server.refresh_calls(), 1);
+    assert_eq!(server.reuse_detections(), 0);
+}
+
+#[tokio::test]
+async fn d11_a_streaming_body_gets_the_original_401_back() {
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let (client, _) = client_with_tokens(&server, server.issue_grant()).await;
+    server.reject_current_access_tokens();
+    let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>("chunk")]).boxed();
+    let response = client
+        .post(server.api_url("upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(server.api_calls(), 1);
+}
+
+#[tokio::test]
+async fn d4_a_caller_dropped_mid_refresh_never_loses_the_rotated_token() {
+    let server = AuthServer::start_with(
+        Duration::from_secs(3600),
+        Some(1),
+        Duration::from_millis(300),
+    )
+    .await;
+    let (builder, mut events) = events(builder(&server));
+    let (client, manager) = client(builder.build().unwrap());
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    // The caller gives up long before the token endpoint answers.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        client.get(server.api_url("me")).send(),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the request should still be waiting");
+    let persisted = wait_for(&mut events, |event| {
+        matches!(event, Event::Persisted { generation: 2, .. })
+    })
+    .await;
+    assert!(matches!(persisted, Event::Persisted { .. }));
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(
+        held.refresh_token().unwrap().secret(),
+        server.current_refresh_token().unwrap()
+    );
+    // The next request uses the rotated token without another token call.
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn initial_tokens_seed_an_empty_store() {
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let (client, manager) = client(
+        builder(&server)
+            .initial_tokens(server.issue_grant())
+            .build()
+            .unwrap(),
+    );
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(held.generation(), 1);
+}
