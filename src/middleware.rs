@@ -52,7 +52,7 @@ impl TokenRefreshMiddleware {
 
     fn applies_to(&self, url: &Url) -> bool {
         let origin = url.origin();
-        self.origins.iter().any(|allowed| *allowed == origin)
+        self.origins.contains(&origin)
     }
 }
 
