@@ -1,4 +1,93 @@
-//! Placeholder; docs follow.
+//! A [`reqwest-middleware`](reqwest_middleware) middleware that sends OAuth 2.0 bearer tokens
+//! and keeps them fresh: one refresh per key however many requests need it, refresh-token
+//! rotation handled so a consumed refresh token is never sent again, and every rotated token
+//! set persisted before it is used.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use reqwest_middleware::ClientBuilder;
+//! use reqwest_token_refresh::{
+//!     AccessToken, ClientSecret, RefreshToken, RefreshTokenGrant, TokenKey,
+//!     TokenRefreshMiddleware, TokenSet,
+//! };
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
+//!     .client_id("my-client")
+//!     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET")?))
+//!     .build()?;
+//! let middleware = TokenRefreshMiddleware::builder(grant)
+//!     .allow_origin("https://api.example.com")
+//!     .build()?;
+//! let manager = middleware.manager().clone();
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(middleware)
+//!     .build();
+//!
+//! // Tokens obtained at login (authorization-code flow, device flow, …).
+//! let tokens = TokenSet::new(AccessToken::new("access-token"))
+//!     .with_refresh_token(RefreshToken::new("refresh-token"))
+//!     .with_expires_in(std::time::Duration::from_secs(3600));
+//! manager.set_tokens(&TokenKey::default(), tokens).await?;
+//!
+//! let response = client.get("https://api.example.com/me").send().await?;
+//! println!("{}", response.status());
+//! # Ok(()) }
+//! ```
+//!
+//! # How refresh works
+//!
+//! - **Injection.** Requests to an [allowed origin](TokenRefreshMiddlewareBuilder::allow_origin)
+//!   get `Authorization: Bearer <token>` (marked sensitive). Other origins, and requests that
+//!   already carry an `Authorization` header, pass through untouched.
+//! - **Proactive.** A token is refreshed before it is sent when it expires within the
+//!   [leeway](TokenRefreshMiddlewareBuilder::leeway) (60 s by default, never more than half its
+//!   lifetime). If that refresh fails for a passing reason, the still-valid token is used.
+//! - **On 401.** When the response rejects the token ([`TokenRejection`]; by default a 401 whose
+//!   Bearer challenge is `invalid_token` or carries no error, never 403), the middleware
+//!   refreshes only if the rejected token is still the current one (its *generation*), then
+//!   replays the request once. A body that cannot be cloned (a stream) gets the 401 back.
+//!   A token rejected again within the [cooldown](TokenRefreshMiddlewareBuilder::rejection_cooldown)
+//!   causes no further refresh: a resource server that rejects everything costs a bounded
+//!   number of token calls.
+//! - **Coalesced.** Per [`TokenKey`], one refresh at a time: concurrent callers share its
+//!   outcome (success or error). It runs in a detached task that holds the store's
+//!   cross-process lock, re-reads the store (adopting tokens another process already
+//!   refreshed), calls the token endpoint, saves, and only then publishes. Dropping a caller
+//!   never cancels it.
+//! - **Rotation.** A new refresh token replaces the old one at once, in memory and in the
+//!   store; a response without one keeps the old one (RFC 6749 §6).
+//! - **Persistence.** The new set is saved (conditionally, on the generation) before waiters
+//!   are released. If the save fails, the new tokens are used from memory, an
+//!   [`Event::PersistFailed`] is emitted and the save is retried in the background.
+//! - **Dead grants.** `invalid_grant` is terminal: the record is removed from the store and
+//!   every request for the key fails fast with [`Error::ReauthorizationRequired`], without
+//!   calling the token endpoint, until [`TokenManager::set_tokens`] supplies new tokens.
+//! - **Transient failures** (5xx, 429, timeouts) are [`Error::Transient`]; with the `retry`
+//!   feature, `TokenRefreshRetryableStrategy` makes `reqwest-retry` retry them.
+//!
+//! # Errors
+//!
+//! The middleware returns [`Error`] inside [`reqwest_middleware::Error::Middleware`]; see
+//! [`Error`] for the downcast.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
+//!
+//! # Security
+//!
+//! - Tokens and client secrets live in [`AccessToken`], [`RefreshToken`] and [`ClientSecret`],
+//!   whose `Debug` prints `[redacted]`; no error, event or log line contains one.
+//! - The token endpoint client follows no redirects (a 307 would re-post the refresh token),
+//!   has timeouts and a 1 MiB response cap, and requires https and TLS 1.2+.
+//! - Tokens go only to the allowed origins, over https. Plain http is possible only to
+//!   loopback hosts after an explicit `danger_allow_http_loopback()`, for tests and demos.
+//! - Access tokens from the server are checked against RFC 6750 `b64token` before they reach a
+//!   header (no header injection).
 #![warn(missing_docs, unreachable_pub)]
 
 mod classify;
@@ -32,3 +121,8 @@ pub use store::{
     TokenStore,
 };
 pub use token::{TokenResponse, TokenSet};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

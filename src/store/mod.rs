@@ -1,17 +1,4 @@
 //! Where token sets live between refreshes, and how processes agree on who refreshes.
-//!
-//! Implement [`TokenStore`] to keep tokens somewhere this crate does not cover. The contract:
-//!
-//! - [`load`](TokenStore::load): `Ok(None)` only when nothing is stored; a record that cannot be
-//!   read or decoded is an error, never "no tokens".
-//! - [`save`](TokenStore::save): a conditional write. It succeeds only when the stored
-//!   generation is the one the caller expects (`None`: nothing stored); otherwise it writes
-//!   nothing and returns [`SaveOutcome::Conflict`] with what is stored now.
-//! - [`clear`](TokenStore::clear): removes the record (after `invalid_grant`, or on logout).
-//! - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
-//!   held by the middleware for the whole lock → reload → refresh → save sequence, and released
-//!   when the returned [`StoreLock`] is dropped (also when its holder dies). In-process stores
-//!   return [`StoreLock::none`]: the middleware already serializes refreshes per key.
 
 mod callback;
 mod error;
@@ -26,7 +13,20 @@ pub use memory::MemoryTokenStore;
 use crate::key::TokenKey;
 use crate::token::TokenSet;
 
-/// Persists token sets. See the [module documentation](self) for the contract.
+/// Persists token sets, and lets processes agree on who refreshes.
+///
+/// Implement it to keep tokens somewhere this crate does not cover. The contract:
+///
+/// - [`load`](TokenStore::load): `Ok(None)` only when nothing is stored; a record that cannot be
+///   read or decoded is an error, never "no tokens".
+/// - [`save`](TokenStore::save): a conditional write. It succeeds only when the stored
+///   generation is the one the caller expects (`None`: nothing stored); otherwise it writes
+///   nothing and returns [`SaveOutcome::Conflict`] with what is stored now.
+/// - [`clear`](TokenStore::clear): removes the record (after `invalid_grant`, or on logout).
+/// - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
+///   held by the middleware for the whole lock → reload → refresh → save sequence, and released
+///   when the returned [`StoreLock`] is dropped (also when its holder dies). In-process stores
+///   return [`StoreLock::none`]: the middleware already serializes refreshes per key.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Reads the token set stored for `key`.
