@@ -107,6 +107,9 @@ struct Flight {
 struct KeySlot {
     key: TokenKey,
     state: ArcSwap<KeyState>,
+    /// Serializes everything that writes this key (flights, `set_tokens`, `clear`, save
+    /// retries) inside this process; the store's lock does the same across processes.
+    writer: tokio::sync::Mutex<()>,
     flight: Mutex<Option<Flight>>,
     last_rejection_refresh: Mutex<Option<Instant>>,
 }
@@ -182,6 +185,7 @@ impl TokenManager {
     pub async fn set_tokens(&self, key: &TokenKey, tokens: TokenSet) -> Result<(), Error> {
         bearer_header(&tokens)?;
         let slot = self.inner.slot(key);
+        let _writer = slot.writer.lock().await;
         let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
         let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
         let stored_generation = stored.as_ref().map(TokenSet::generation);
@@ -218,13 +222,10 @@ impl TokenManager {
     }
 
     /// Forgets `key`'s tokens in memory and in the store (after logout, for instance).
-    /// An in-flight refresh finishes first.
+    /// An in-flight refresh finishes first, so its rotated token cannot reappear.
     pub async fn clear(&self, key: &TokenKey) -> Result<(), Error> {
         let slot = self.inner.slot(key);
-        let flight = slot.flight().as_ref().map(|f| f.outcome.clone());
-        if let Some(flight) = flight {
-            let _ = flight.await;
-        }
+        let _writer = slot.writer.lock().await;
         let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
         slot.state.store(Arc::new(KeyState::Unloaded));
         self.inner.store.clear(key).await.map_err(Error::Store)
@@ -290,6 +291,7 @@ impl Inner {
             Arc::new(KeySlot {
                 key: key.clone(),
                 state: ArcSwap::from_pointee(KeyState::Unloaded),
+                writer: tokio::sync::Mutex::new(()),
                 flight: Mutex::new(None),
                 last_rejection_refresh: Mutex::new(None),
             })
@@ -387,6 +389,7 @@ impl Inner {
         trigger: Trigger,
     ) -> Outcome {
         let key = &slot.key;
+        let _writer = slot.writer.lock().await;
         let _lock = self.store.lock(key).await.map_err(Error::Store)?;
         let stored = self.store.load(key).await.map_err(Error::Store)?;
         let memory = match &**slot.state.load() {
@@ -568,6 +571,7 @@ impl Inner {
                     // A newer flight owns persistence now.
                     _ => return,
                 };
+                let _writer = slot.writer.lock().await;
                 let Ok(_lock) = inner.store.lock(&slot.key).await else {
                     continue;
                 };

@@ -92,6 +92,11 @@ impl AuthServer {
         tokens.with_expires_at(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1))
     }
 
+    /// Revokes the grant: its refresh and access tokens stop working.
+    pub fn revoke_grant(&self) {
+        self.grant.lock().unwrap().revoke();
+    }
+
     /// Makes every access token issued so far invalid (the API answers 401 to them).
     pub fn reject_current_access_tokens(&self) {
         self.grant.lock().unwrap().valid_access.clear();

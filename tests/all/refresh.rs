@@ -212,3 +212,78 @@ async fn initial_tokens_seed_an_empty_store() {
     let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
     assert_eq!(held.generation(), 1);
 }
+
+#[tokio::test]
+async fn d5_a_second_client_sharing_the_store_adopts_instead_of_refreshing() {
+    // Two clients (two "processes") share one store. The first refreshes; the second, whose
+    // token then expires, must adopt the stored rotation instead of presenting the consumed
+    // refresh token (which would revoke the grant).
+    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let store: Arc<dyn reqwest_token_refresh::TokenStore> =
+        Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
+    let (first, first_manager) = client(
+        builder(&server)
+            .shared_store(Arc::clone(&store))
+            .build()
+            .unwrap(),
+    );
+    let (second, second_manager) = client(builder(&server).shared_store(store).build().unwrap());
+    first_manager
+        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    // The second client loads generation 1 (expired) before the first refreshes.
+    let loaded = second_manager
+        .tokens(&TokenKey::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.generation(), 1);
+    assert_eq!(
+        first
+            .get(server.api_url("a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        second
+            .get(server.api_url("b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(server.reuse_detections(), 0);
+    let held = second_manager
+        .tokens(&TokenKey::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.generation(), 2);
+}
+
+#[tokio::test]
+async fn new_tokens_after_invalid_grant_end_the_reauthorization_state() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let (client, manager) = client(builder(&server).build().unwrap());
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    // The user revoked the application's access (R54: invalid_grant can come at any time).
+    server.revoke_grant();
+    let error = client.get(server.api_url("me")).send().await.unwrap_err();
+    assert!(crate::helpers::token_error(&error).is_reauthorization_required());
+    // The user logs in again; the same client goes on.
+    let fresh = server.issue_grant();
+    manager
+        .set_tokens(&TokenKey::default(), fresh)
+        .await
+        .unwrap();
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
