@@ -309,6 +309,9 @@ pub enum ConfigError {
     /// The client id contains characters that cannot be sent.
     #[error("client id must not be empty")]
     EmptyClientId,
+    /// An encryption key is malformed (wrong length, bad encoding, empty id).
+    #[error("invalid encryption key: {0}")]
+    InvalidEncryptionKey(String),
     /// The HTTP client for the token endpoint could not be built.
     #[error("cannot build the token endpoint HTTP client: {0}")]
     HttpClient(String),

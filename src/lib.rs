@@ -120,6 +120,8 @@ pub use store::{
     CallbackTokenStore, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind, StoreLock,
     TokenStore,
 };
+#[cfg(feature = "encryption")]
+pub use store::{EncryptionKey, KeyRing};
 pub use token::{TokenResponse, TokenSet};
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -3,12 +3,16 @@
 mod callback;
 mod error;
 mod memory;
+#[cfg(feature = "encryption")]
+mod seal;
 
 use async_trait::async_trait;
 
 pub use callback::CallbackTokenStore;
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryTokenStore;
+#[cfg(feature = "encryption")]
+pub use seal::{EncryptionKey, KeyRing};
 
 use crate::key::TokenKey;
 use crate::token::TokenSet;
