@@ -77,6 +77,11 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
+//! | `file` | `FileTokenStore`: a private JSON file shared by the processes of one machine (unix) |
+//! | `encryption` | `EncryptionKey` and `KeyRing`, sealing token sets at rest |
+//! | `redis` | `RedisTokenStore`: sealed records with TTL, a lease lock and conditional writes |
+//! | `sqlite` | `SqlTokenStore` on SQLite: several processes on one host (enables `encryption`) |
+//! | `postgres` | `SqlTokenStore` on PostgreSQL: a fleet (enables `encryption`) |
 //!
 //! # Security
 //!
@@ -116,12 +121,16 @@ pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};
 #[cfg(feature = "retry")]
 pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
+#[cfg(feature = "file")]
+pub use store::FileTokenStore;
 pub use store::{
     CallbackTokenStore, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind, StoreLock,
     TokenStore,
 };
 #[cfg(feature = "encryption")]
 pub use store::{EncryptionKey, KeyRing};
+#[cfg(feature = "redis")]
+pub use store::{RedisTokenStore, RedisTokenStoreBuilder};
 pub use token::{TokenResponse, TokenSet};
 
 /// The README's examples, compiled as doctests so they stay true.

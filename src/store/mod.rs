@@ -2,14 +2,22 @@
 
 mod callback;
 mod error;
+#[cfg(feature = "file")]
+mod file;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "encryption")]
 mod seal;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder};
 pub use callback::CallbackTokenStore;
 pub use error::{StoreError, StoreErrorKind};
+#[cfg(feature = "file")]
+pub use file::FileTokenStore;
 pub use memory::MemoryTokenStore;
 #[cfg(feature = "encryption")]
 pub use seal::{EncryptionKey, KeyRing};

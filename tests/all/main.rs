@@ -4,9 +4,14 @@
 mod auth_server;
 mod concurrency;
 mod errors;
+#[cfg(feature = "file")]
+mod file_store;
 mod helpers;
 mod injection;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod refresh;
 #[cfg(feature = "retry")]
 mod retry;
 mod secrets;
+mod workers;

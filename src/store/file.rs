@@ -1,0 +1,790 @@
+//! A durable JSON token file shared by the processes of one machine.
+
+mod atomic;
+
+#[cfg(not(unix))]
+compile_error!("the `file` feature needs a unix platform (file modes and flock)");
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+
+use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::key::TokenKey;
+use crate::token::TokenSet;
+
+use self::atomic::{WriteError, PRIVATE_MODE};
+
+/// The document version this store reads and writes.
+const VERSION: u64 = 1;
+/// A token file larger than this is not one this store wrote.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Polling interval bounds while another process holds the file lock.
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(1);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
+
+/// Keeps token sets in a JSON file, safely shared by the processes of one machine: a CLI run
+/// many times, or several workers using one credential.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use reqwest_token_refresh::{FileTokenStore, RefreshTokenGrant, TokenRefreshMiddleware};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
+///     .client_id("my-cli")
+///     .build()?;
+/// let store = FileTokenStore::new("/home/me/.config/my-cli/tokens.json")
+///     .lock_timeout(Duration::from_secs(10));
+/// let middleware = TokenRefreshMiddleware::builder(grant)
+///     .allow_origin("https://api.example.com")
+///     .store(store)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+///
+/// # The file
+///
+/// One file holds the token sets of every [`TokenKey`], as a versioned JSON document with data
+/// fields only (the [`TokenSet`] format):
+///
+/// ```json
+/// {
+///   "version": 1,
+///   "tokens": {
+///     "default": {"access_token": "…", "refresh_token": "…", "token_type": "Bearer",
+///                 "expires_at": 1767225600, "issued_at": 1767222000, "generation": 7}
+///   }
+/// }
+/// ```
+///
+/// - **Private.** The file is created with mode 0600, whatever the umask. A token file that
+///   group or others may read or write, or that is a symbolic link, is refused
+///   ([`StoreErrorKind::Refused`]; the message says how to fix it).
+/// - **Crash-safe.** Every write goes to a new temp file in the same directory
+///   (`.<name>.tmp-<pid>-<n>`), which is fsynced and renamed over the file, then the directory
+///   is fsynced. A crash leaves the old or the new document, never a torn one. Temp files are
+///   never read; leftovers of a crashed writer are deleted by the next [`lock`](TokenStore::lock).
+/// - **Never silently reset.** A file that is not a version-1 document (corrupt, truncated,
+///   written by a newer version) is a [`StoreErrorKind::Corrupt`] error on load *and* on save,
+///   and stays untouched. A failed write (read-only directory, full disk) is an error and leaves
+///   the old file in place; the middleware keeps using its tokens from memory and retries.
+/// - A missing directory is created (mode 0700) when the lock is first taken.
+///
+/// # Locking
+///
+/// [`lock`](TokenStore::lock) takes an exclusive `flock` on a sibling file, `<name>.lock`
+/// (never on the token file itself, which every write replaces), so processes sharing the file
+/// refresh one at a time and the others reload and adopt the rotated tokens. The OS releases the
+/// lock when its holder dies. Waiting is bounded by [`lock_timeout`](Self::lock_timeout)
+/// (default 30 s; then [`StoreErrorKind::LockTimeout`]).
+///
+/// The lock covers the whole file, so it serializes the refreshes of every key in it. Within one
+/// process, tasks locking the same store queue on an async mutex in front of the file lock (two
+/// `flock`s of one process on different descriptors would otherwise contend like two processes).
+/// Share one store per file within a process ([`shared_store`]); separate instances on one file
+/// are still safe, they just poll each other's file lock.
+///
+/// [`save`](TokenStore::save) compares generations and writes without taking the lock itself
+/// (the middleware already holds it): its compare-and-write is exact when the caller holds
+/// [`lock`](TokenStore::lock), as the middleware always does.
+///
+/// Unix only. Errors and `Debug` output name the file, never a token.
+///
+/// [`shared_store`]: crate::TokenRefreshMiddlewareBuilder::shared_store
+pub struct FileTokenStore {
+    path: PathBuf,
+    paths: Result<Arc<Paths>, StoreError>,
+    lock_timeout: Duration,
+    in_process: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The files a store uses, derived from the token file's path.
+#[derive(Debug)]
+struct Paths {
+    file: PathBuf,
+    dir: PathBuf,
+    lock: PathBuf,
+    temp_prefix: OsString,
+}
+
+impl Paths {
+    fn new(file: &Path) -> Result<Self, StoreError> {
+        let name = file.file_name().ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Misconfigured,
+                format!(
+                    "token file path {} does not end in a file name",
+                    file.display()
+                ),
+            )
+        })?;
+        let dir = match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut lock = name.to_os_string();
+        lock.push(".lock");
+        let mut temp_prefix = OsString::from(".");
+        temp_prefix.push(name);
+        temp_prefix.push(".tmp-");
+        Ok(Self {
+            file: file.to_path_buf(),
+            lock: dir.join(lock),
+            dir,
+            temp_prefix,
+        })
+    }
+}
+
+impl FileTokenStore {
+    /// A store keeping its tokens in the file at `path` (created on the first save).
+    ///
+    /// Nothing is touched until the store is used; a path without a file name makes every
+    /// operation fail with [`StoreErrorKind::Misconfigured`].
+    ///
+    /// ```
+    /// use reqwest_token_refresh::FileTokenStore;
+    ///
+    /// let store = FileTokenStore::new("tokens.json");
+    /// assert_eq!(store.path(), std::path::Path::new("tokens.json"));
+    /// ```
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let paths = Paths::new(&path).map(Arc::new);
+        Self {
+            path,
+            paths,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            in_process: Arc::default(),
+        }
+    }
+
+    /// How long [`lock`](TokenStore::lock) waits for other holders before failing with
+    /// [`StoreErrorKind::LockTimeout`] (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reqwest_token_refresh::FileTokenStore;
+    ///
+    /// let store = FileTokenStore::new("tokens.json").lock_timeout(Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The token file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn paths(&self) -> Result<Arc<Paths>, StoreError> {
+        self.paths.clone()
+    }
+}
+
+impl std::fmt::Debug for FileTokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileTokenStore")
+            .field("path", &self.path)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TokenStore for FileTokenStore {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+        let paths = self.paths()?;
+        let key = key.clone();
+        blocking(move || {
+            Ok(
+                read_document(&paths)?
+                    .and_then(|mut document| document.tokens.remove(key.as_str())),
+            )
+        })
+        .await
+    }
+
+    async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let paths = self.paths()?;
+        let key = key.clone();
+        let tokens = tokens.clone();
+        blocking(move || {
+            let mut document = read_document(&paths)?.unwrap_or_default();
+            let current = document.tokens.get(key.as_str());
+            if current.map(TokenSet::generation) != expected {
+                return Ok(SaveOutcome::Conflict {
+                    current: current.cloned(),
+                });
+            }
+            document.tokens.insert(key.as_str().to_owned(), tokens);
+            write_document(&paths, &document)?;
+            Ok(SaveOutcome::Saved)
+        })
+        .await
+    }
+
+    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
+        let paths = self.paths()?;
+        let key = key.clone();
+        blocking(move || {
+            let Some(mut document) = read_document(&paths)? else {
+                return Ok(());
+            };
+            if document.tokens.remove(key.as_str()).is_some() {
+                write_document(&paths, &document)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lock(&self, _key: &TokenKey) -> Result<StoreLock, StoreError> {
+        let paths = self.paths()?;
+        let deadline = Instant::now() + self.lock_timeout;
+        let timed_out = || {
+            StoreError::new(
+                StoreErrorKind::LockTimeout,
+                format!(
+                    "timed out after {:?} waiting for the lock {}; another process or task \
+                     holds it",
+                    self.lock_timeout,
+                    paths.lock.display()
+                ),
+            )
+        };
+        let in_process =
+            tokio::time::timeout_at(deadline, Arc::clone(&self.in_process).lock_owned())
+                .await
+                .map_err(|_| timed_out())?;
+        let file = blocking({
+            let paths = Arc::clone(&paths);
+            move || open_lock_file(&paths)
+        })
+        .await?;
+        let mut pause = LOCK_POLL_FIRST;
+        loop {
+            // Non-blocking (LOCK_NB): polling keeps the wait bounded and cancellable.
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(error)) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        format!("could not lock {}", paths.lock.display()),
+                    )
+                    .with_source(error))
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out());
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
+        let guard = FileLockGuard {
+            file,
+            _in_process: in_process,
+        };
+        // Every writer holds this lock, so a temp file present now belongs to a dead writer.
+        blocking(move || {
+            if let Err(error) = atomic::remove_leftovers(&paths.dir, &paths.temp_prefix) {
+                tracing::debug!(dir = %paths.dir.display(), %error, "could not remove leftover temp files");
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(StoreLock::new(guard))
+    }
+}
+
+/// Holds the file lock, then the in-process queue; releases them in that order.
+struct FileLockGuard {
+    file: File,
+    _in_process: OwnedMutexGuard<()>,
+}
+
+impl Drop for FileLockGuard {
+    fn drop(&mut self) {
+        // Closing the descriptor would release it too; unlocking first says so explicitly.
+        let _ = self.file.unlock();
+    }
+}
+
+/// The file's contents.
+#[derive(Serialize, Deserialize)]
+struct Document {
+    version: u64,
+    tokens: BTreeMap<String, TokenSet>,
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            tokens: BTreeMap::new(),
+        }
+    }
+}
+
+/// Runs blocking file I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "the file store's i/o task did not complete",
+        ))
+    })
+}
+
+/// Reads and checks the token file; `None` when there is none.
+fn read_document(paths: &Paths) -> Result<Option<Document>, StoreError> {
+    let path = &paths.file;
+    let link = match fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("could not read token file", path, error)),
+    };
+    if link.file_type().is_symlink() {
+        return Err(StoreError::new(
+            StoreErrorKind::Refused,
+            format!(
+                "token file {} is a symbolic link; refusing to follow it (point the store at \
+                 the real file, or replace the link with the file itself)",
+                path.display()
+            ),
+        ));
+    }
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error("could not read token file", path, error)),
+    };
+    // Check what was opened, not what the name pointed to a moment ago.
+    let metadata = file
+        .metadata()
+        .map_err(|error| io_error("could not read token file", path, error))?;
+    if !metadata.is_file() {
+        return Err(StoreError::new(
+            StoreErrorKind::Refused,
+            format!("token file {} is not a regular file", path.display()),
+        ));
+    }
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::new(
+            StoreErrorKind::Refused,
+            format!(
+                "token file {path} is accessible by group or others (mode {mode:04o}); \
+                 refusing to use it. run `chmod 600 {path}`, and consider the tokens in it \
+                 exposed",
+                path = path.display()
+            ),
+        ));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(corrupt(path, "is larger than 1 mib"));
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| io_error("could not read token file", path, error))?;
+    parse(path, &bytes).map(Some)
+}
+
+/// Decodes a document. serde errors are summarised, never attached: their messages can quote
+/// the offending value, which may be a token.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Document, StoreError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+        corrupt(
+            path,
+            &match error.classify() {
+                serde_json::error::Category::Eof => "is empty or truncated".to_owned(),
+                _ => format!(
+                    "is not valid json (line {}, column {})",
+                    error.line(),
+                    error.column()
+                ),
+            },
+        )
+    })?;
+    match value.get("version").map(serde_json::Value::as_u64) {
+        Some(Some(VERSION)) => {}
+        Some(Some(version)) => {
+            return Err(corrupt(
+                path,
+                &format!("has version {version}; this store reads version {VERSION} only"),
+            ))
+        }
+        _ => return Err(corrupt(path, "has no numeric `version` field")),
+    }
+    serde_json::from_value(value)
+        .map_err(|_| corrupt(path, "does not hold a valid `tokens` map of token sets"))
+}
+
+fn write_document(paths: &Paths, document: &Document) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(document).map_err(|_| {
+        StoreError::new(
+            StoreErrorKind::Other,
+            format!("could not encode the token file {}", paths.file.display()),
+        )
+    })?;
+    bytes.push(b'\n');
+    atomic::replace(&paths.dir, &paths.file, &paths.temp_prefix, &bytes).map_err(
+        |error| match error {
+            WriteError::NotReplaced(error) => io_error(
+                "could not write token file (the old file is unchanged)",
+                &paths.file,
+                error,
+            ),
+            WriteError::NotDurable(error) => io_error(
+                "wrote token file but could not sync its directory",
+                &paths.file,
+                error,
+            ),
+        },
+    )
+}
+
+/// Opens (creating it if needed, with its directory) the lock file.
+fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(PRIVATE_MODE)
+            .open(&paths.lock)
+    };
+    let file = match open() {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&paths.dir)
+                .map_err(|error| {
+                    StoreError::new(
+                        StoreErrorKind::Misconfigured,
+                        format!("could not create directory {}", paths.dir.display()),
+                    )
+                    .with_source(error)
+                })?;
+            open()
+        }
+        other => other,
+    }
+    .map_err(|error| io_error("could not open lock file", &paths.lock, error))?;
+    let link = fs::symlink_metadata(&paths.lock)
+        .map_err(|error| io_error("could not open lock file", &paths.lock, error))?;
+    if link.file_type().is_symlink() {
+        return Err(StoreError::new(
+            StoreErrorKind::Refused,
+            format!(
+                "lock file {} is a symbolic link; remove it (it is recreated)",
+                paths.lock.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+fn corrupt(path: &Path, what: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Corrupt,
+        format!(
+            "token file {} {what}; it was left unchanged (fix or delete it, then log in again)",
+            path.display()
+        ),
+    )
+}
+
+fn io_error(action: &str, path: &Path, error: io::Error) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Unavailable,
+        format!("{action}: {}", path.display()),
+    )
+    .with_source(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::secret::{AccessToken, RefreshToken};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "rtr-file-unit-{}-{n}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn file(&self) -> PathBuf {
+            self.0.join("tokens.json")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tokens(generation: u64) -> TokenSet {
+        TokenSet::new(AccessToken::new(format!("secret-at-{generation}")))
+            .with_refresh_token(RefreshToken::new(format!("secret-rt-{generation}")))
+            .with_generation(generation)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn conditional_save_accepts_the_expected_generation_only() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.file());
+        let key = TokenKey::default();
+        assert_eq!(store.load(&key).await.unwrap(), None);
+        assert_eq!(
+            store.save(&key, &tokens(1), None).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        assert_eq!(
+            store.save(&key, &tokens(2), None).await.unwrap(),
+            SaveOutcome::Conflict {
+                current: Some(tokens(1))
+            }
+        );
+        assert_eq!(
+            store.save(&key, &tokens(2), Some(5)).await.unwrap(),
+            SaveOutcome::Conflict {
+                current: Some(tokens(1))
+            }
+        );
+        assert_eq!(
+            store.save(&key, &tokens(2), Some(1)).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(2)));
+        // A second instance (a restart) reads the same.
+        let reopened = FileTokenStore::new(dir.file());
+        assert_eq!(reopened.load(&key).await.unwrap(), Some(tokens(2)));
+        store.clear(&key).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), None);
+        store.clear(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn several_keys_share_one_versioned_document() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.file());
+        let (a, b) = (TokenKey::new("alice"), TokenKey::new("bob"));
+        assert_eq!(
+            store.save(&a, &tokens(1), None).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        assert_eq!(
+            store.save(&b, &tokens(7), None).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        store.clear(&a).await.unwrap();
+        assert_eq!(store.load(&a).await.unwrap(), None);
+        assert_eq!(store.load(&b).await.unwrap(), Some(tokens(7)));
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["tokens"]["bob"]["generation"], 7);
+        assert_eq!(json["tokens"]["bob"]["access_token"], "secret-at-7");
+    }
+
+    #[tokio::test]
+    async fn d6_files_are_private_and_no_temp_file_remains() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.file());
+        let key = TokenKey::default();
+        let _lock = store.lock(&key).await.unwrap();
+        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        assert_eq!(mode(&dir.file()), 0o600);
+        assert_eq!(mode(&dir.0.join("tokens.json.lock")), 0o600);
+        let names: Vec<_> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_never_loaded_and_removed_by_the_next_lock() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.file());
+        let key = TokenKey::default();
+        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        let leftover = dir.0.join(".tokens.json.tmp-999999-0");
+        fs::write(&leftover, b"{\"version\":1,\"tok").unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(1)));
+        drop(store.lock(&key).await.unwrap());
+        assert!(!leftover.exists());
+        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(1)));
+    }
+
+    #[tokio::test]
+    async fn corrupt_truncated_and_wrong_version_files_are_errors_and_kept() {
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"{\"version\":1,\"tokens\":{\"default\":{\"access_token\":\"secret-at",
+            b"not json",
+            b"{\"version\":2,\"tokens\":{}}",
+            b"{\"tokens\":{}}",
+            b"{\"version\":1,\"tokens\":{\"default\":{\"access_token\":7}}}",
+        ];
+        for bytes in cases {
+            let dir = TempDir::new();
+            fs::write(dir.file(), bytes).unwrap();
+            fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o600)).unwrap();
+            let store = FileTokenStore::new(dir.file());
+            let key = TokenKey::default();
+            let error = store.load(&key).await.unwrap_err();
+            assert_eq!(error.kind(), StoreErrorKind::Corrupt, "{error}");
+            assert!(error.to_string().contains(&*dir.file().to_string_lossy()));
+            assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+            let error = store.save(&key, &tokens(1), None).await.unwrap_err();
+            assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+            let error = store.clear(&key).await.unwrap_err();
+            assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+            assert_eq!(fs::read(dir.file()).unwrap(), bytes);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_readable_file_is_refused_with_the_fix() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.file());
+        let key = TokenKey::default();
+        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o640)).unwrap();
+        let error = store.load(&key).await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused);
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+        assert!(error.to_string().contains("0640"), "{error}");
+        let error = store.save(&key, &tokens(2), Some(1)).await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_file_is_refused() {
+        let dir = TempDir::new();
+        let real = dir.0.join("real.json");
+        let _ = FileTokenStore::new(&real)
+            .save(&TokenKey::default(), &tokens(1), None)
+            .await
+            .unwrap();
+        std::os::unix::fs::symlink(&real, dir.file()).unwrap();
+        let error = FileTokenStore::new(dir.file())
+            .load(&TokenKey::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused);
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_path_without_file_name_is_misconfigured() {
+        let error = FileTokenStore::new("/")
+            .load(&TokenKey::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Misconfigured);
+    }
+
+    #[tokio::test]
+    async fn lock_creates_a_missing_directory() {
+        let dir = TempDir::new();
+        let store = FileTokenStore::new(dir.0.join("nested/deeper/tokens.json"));
+        let key = TokenKey::default();
+        let _lock = store.lock(&key).await.unwrap();
+        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        assert_eq!(mode(&dir.0.join("nested/deeper")), 0o700);
+    }
+
+    #[tokio::test]
+    async fn d7_the_lock_excludes_other_holders_and_times_out() {
+        let dir = TempDir::new();
+        let key = TokenKey::default();
+        let first = FileTokenStore::new(dir.file());
+        // Another instance takes the flock through its own descriptor, as another process does.
+        let second = FileTokenStore::new(dir.file()).lock_timeout(Duration::from_millis(50));
+        let held = first.lock(&key).await.unwrap();
+        let error = second.lock(&key).await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
+        assert!(error.to_string().contains("tokens.json.lock"), "{error}");
+        // Same store, another key: waits on the in-process queue, and also times out.
+        let first = first.lock_timeout(Duration::from_millis(50));
+        let error = first.lock(&TokenKey::new("other")).await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
+        drop(held);
+        drop(second.lock(&key).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_of_one_process_queue_for_the_lock_instead_of_failing() {
+        let dir = TempDir::new();
+        let store = Arc::new(FileTokenStore::new(dir.file()));
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tasks = (0..16).map(|i| {
+            let store = Arc::clone(&store);
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let key = TokenKey::new(format!("key-{}", i % 2));
+                let _lock = store.lock(&key).await.unwrap();
+                // Read-modify-write under the lock: lost updates would show in the count.
+                let seen = counter.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                counter.store(seen + 1, std::sync::atomic::Ordering::SeqCst);
+            })
+        });
+        for task in tasks.collect::<Vec<_>>() {
+            task.await.unwrap();
+        }
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 16);
+    }
+
+    #[test]
+    fn debug_names_the_file_only() {
+        let debug = format!("{:?}", FileTokenStore::new("/tmp/x/tokens.json"));
+        assert!(debug.contains("/tmp/x/tokens.json"), "{debug}");
+    }
+}

@@ -1,0 +1,397 @@
+//! A token store in Redis: sealed token sets with a TTL, conditional writes and a lease lock,
+//! so many replicas of a service share per-user tokens and refresh each one once.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::OsRng;
+use hmac::{Hmac, Mac};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::seal::KeyRing;
+use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::key::TokenKey;
+use crate::token::TokenSet;
+
+/// Writes the record only if its stored generation is the expected one (`""`: no record),
+/// and (re)sets its TTL in the same step.
+const SAVE_IF_GENERATION: &str = r"
+local current = redis.call('HGET', KEYS[1], 'generation')
+if (current == false and ARGV[1] == '') or (current ~= false and current == ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'sealed', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+";
+
+/// Deletes the lock only if it still holds our token (our lease has not expired and been
+/// taken by someone else).
+const RELEASE_IF_OURS: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Stores token sets in Redis, sealed with a [`KeyRing`] (feature `redis`).
+///
+/// - **Encrypted at rest:** each record is a hash `{generation, sealed}`; `sealed` is the token
+///   set encrypted with XChaCha20-Poly1305, with the Redis key name as associated data (a value
+///   copied to another user's key fails to open).
+/// - **Key names:** `prefix + key` by default. With
+///   [`hash_key_names`](RedisTokenStoreBuilder::hash_key_names), `prefix + HMAC-SHA256(salt,
+///   key)` in hex, so user ids cannot be read from the keyspace (the salt is a deployment
+///   secret; changing it orphans every record).
+/// - **TTL:** every write sets the record's expiry to the refresh token's lifetime minus a
+///   margin (5 min by default) when configured, else to a default (30 days). An expired record
+///   is "no tokens": re-authorization required.
+/// - **One refresh across replicas:** [`lock`](TokenStore::lock) takes a lease
+///   (`SET NX PX` with a random token), released by a compare-and-delete script; saves are
+///   conditional on the generation, so a holder whose lease expired during a slow refresh
+///   cannot overwrite newer tokens (it adopts them instead).
+///
+/// ```no_run
+/// use reqwest_token_refresh::{EncryptionKey, KeyRing, RedisTokenStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = EncryptionKey::from_base64("2026-01", &std::env::var("TOKEN_KEY")?)?;
+/// let store = RedisTokenStore::builder(KeyRing::new(key))
+///     .prefix("myapp:tokens:")
+///     .hash_key_names(std::env::var("TOKEN_KEY_SALT")?.as_bytes())
+///     .connect("redis://127.0.0.1:6379")
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct RedisTokenStore {
+    connection: ConnectionManager,
+    keys: KeyRing,
+    prefix: String,
+    salt: Option<Zeroizing<Vec<u8>>>,
+    ttl: Duration,
+    lease: Duration,
+    lock_timeout: Duration,
+}
+
+impl RedisTokenStore {
+    /// Starts configuring a store that seals records with `keys`.
+    pub fn builder(keys: KeyRing) -> RedisTokenStoreBuilder {
+        RedisTokenStoreBuilder {
+            keys,
+            prefix: "reqwest-token-refresh:".to_owned(),
+            salt: None,
+            refresh_token_lifetime: None,
+            default_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            ttl_margin: Duration::from_secs(5 * 60),
+            lease: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The Redis key holding `key`'s record.
+    pub fn record_name(&self, key: &TokenKey) -> String {
+        match &self.salt {
+            None => format!("{}{}", self.prefix, key.as_str()),
+            Some(salt) => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt)
+                    .expect("HMAC accepts keys of any length");
+                mac.update(key.as_str().as_bytes());
+                format!(
+                    "{}{}",
+                    self.prefix,
+                    hex::encode(mac.finalize().into_bytes())
+                )
+            }
+        }
+    }
+
+    fn lock_name(&self, key: &TokenKey) -> String {
+        format!("{}:lock", self.record_name(key))
+    }
+
+    async fn read(&self, record: &str) -> Result<Option<TokenSet>, StoreError> {
+        let mut connection = self.connection.clone();
+        let (generation, sealed): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(record)
+            .arg("generation")
+            .arg("sealed")
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        let (generation, sealed) = match (generation, sealed) {
+            (None, None) => return Ok(None),
+            (Some(generation), Some(sealed)) => (generation, sealed),
+            _ => return Err(corrupt(record, "is incomplete")),
+        };
+        let tokens = self.keys.open(record, &sealed)?.tokens;
+        // The generation field is outside the seal; it must agree with the sealed one.
+        if generation.parse::<u64>().ok() != Some(tokens.generation()) {
+            return Err(corrupt(
+                record,
+                "has a generation that does not match its content",
+            ));
+        }
+        Ok(Some(tokens))
+    }
+}
+
+impl std::fmt::Debug for RedisTokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTokenStore")
+            .field("prefix", &self.prefix)
+            .field("hashed_key_names", &self.salt.is_some())
+            .field("keys", &self.keys)
+            .field("ttl", &self.ttl)
+            .field("lease", &self.lease)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+        self.read(&self.record_name(key)).await
+    }
+
+    async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let record = self.record_name(key);
+        // A record that does not open (tampered, unknown key) is never replaced silently.
+        self.read(&record).await?;
+        let sealed = self.keys.seal(&record, tokens)?;
+        let expected = expected
+            .map(|generation| generation.to_string())
+            .unwrap_or_default();
+        let mut connection = self.connection.clone();
+        let written: i64 = Script::new(SAVE_IF_GENERATION)
+            .key(&record)
+            .arg(expected)
+            .arg(tokens.generation().to_string())
+            .arg(sealed)
+            .arg(millis(self.ttl))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        if written == 1 {
+            return Ok(SaveOutcome::Saved);
+        }
+        Ok(SaveOutcome::Conflict {
+            current: self.read(&record).await?,
+        })
+    }
+
+    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("DEL")
+            .arg(self.record_name(key))
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
+        let name = self.lock_name(key);
+        let mut token = [0u8; 16];
+        OsRng.fill_bytes(&mut token);
+        let token = hex::encode(token);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let mut connection = self.connection.clone();
+        loop {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&name)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(self.lease))
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            if taken.is_some() {
+                return Ok(StoreLock::new(Lease {
+                    connection,
+                    name,
+                    token,
+                }));
+            }
+            if started.elapsed() >= self.lock_timeout {
+                return Err(StoreError::new(
+                    StoreErrorKind::LockTimeout,
+                    format!(
+                        "redis lock `{name}` still held by another process after {:?}",
+                        self.lock_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A held lease; dropping it releases the lock if it is still ours.
+struct Lease {
+    connection: ConnectionManager,
+    name: String,
+    token: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Drop cannot wait: release in the background. If no runtime is left, the lease
+        // simply expires.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut connection = self.connection.clone();
+        let name = std::mem::take(&mut self.name);
+        let token = std::mem::take(&mut self.token);
+        runtime.spawn(async move {
+            let released: redis::RedisResult<i64> = Script::new(RELEASE_IF_OURS)
+                .key(&name)
+                .arg(&token)
+                .invoke_async(&mut connection)
+                .await;
+            if let Err(error) = released {
+                tracing::debug!(lock = %name, %error, "could not release redis lock; it will expire");
+            }
+        });
+    }
+}
+
+/// Configures a [`RedisTokenStore`].
+#[must_use]
+pub struct RedisTokenStoreBuilder {
+    keys: KeyRing,
+    prefix: String,
+    salt: Option<Zeroizing<Vec<u8>>>,
+    refresh_token_lifetime: Option<Duration>,
+    default_ttl: Duration,
+    ttl_margin: Duration,
+    lease: Duration,
+    lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisTokenStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTokenStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("hashed_key_names", &self.salt.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTokenStoreBuilder {
+    /// Prefix of every Redis key the store writes (default `reqwest-token-refresh:`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Names records by `HMAC-SHA256(salt, key)` instead of the key itself, so user or tenant
+    /// ids are not readable in the keyspace. Keep the salt secret and stable.
+    pub fn hash_key_names(mut self, salt: &[u8]) -> Self {
+        self.salt = Some(Zeroizing::new(salt.to_vec()));
+        self
+    }
+
+    /// How long refresh tokens live at your authorization server. Records then expire that long
+    /// (minus the margin) after their last write.
+    pub fn refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_token_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Record expiry when the refresh-token lifetime is not configured (default 30 days).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Safety margin subtracted from the refresh-token lifetime (default 5 minutes).
+    pub fn ttl_margin(mut self, margin: Duration) -> Self {
+        self.ttl_margin = margin;
+        self
+    }
+
+    /// How long a lock lease lasts if its holder never releases it (default 30 s). Make it
+    /// longer than a token-endpoint call can take.
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long to wait for another holder's lock before failing (default 10 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Connects to the Redis server at `url` (its password, if any, stays out of errors).
+    pub async fn connect(self, url: &str) -> Result<RedisTokenStore, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|_| StoreError::new(StoreErrorKind::Misconfigured, "invalid redis url"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_error)?;
+        Ok(self.build(connection))
+    }
+
+    /// Builds the store on an existing connection manager.
+    pub fn build(self, connection: ConnectionManager) -> RedisTokenStore {
+        let ttl = match self.refresh_token_lifetime {
+            Some(lifetime) => lifetime
+                .saturating_sub(self.ttl_margin)
+                .max(Duration::from_secs(1)),
+            None => self.default_ttl,
+        };
+        RedisTokenStore {
+            connection,
+            keys: self.keys,
+            prefix: self.prefix,
+            salt: self.salt,
+            ttl,
+            lease: self.lease,
+            lock_timeout: self.lock_timeout,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn corrupt(record: &str, what: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Corrupt,
+        format!("redis record `{record}` {what}"),
+    )
+}
+
+fn redis_error(error: redis::RedisError) -> StoreError {
+    let kind = if error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+    {
+        StoreErrorKind::Unavailable
+    } else {
+        StoreErrorKind::Other
+    };
+    StoreError::new(kind, "redis request failed").with_source(error)
+}

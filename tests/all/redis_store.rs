@@ -1,0 +1,456 @@
+//! RedisTokenStore against a real Redis server (`REDIS_URL`, default `redis://127.0.0.1:6379`).
+//! With `CI` set, a missing server fails these tests; otherwise they are skipped with a note.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest_token_refresh::{
+    AccessToken, EncryptionKey, Error, KeyRing, RedisTokenStore, RefreshToken, RefreshTokenGrant,
+    SaveOutcome, StoreErrorKind, TokenKey, TokenRefresher, TokenResponse, TokenSet, TokenStore,
+};
+
+use crate::auth_server::AuthServer;
+use crate::helpers::{builder, client};
+use crate::workers::{self, Workers};
+
+const WORKERS: usize = 4;
+const ROUNDS: usize = 5;
+const REQUESTS_PER_ROUND: usize = 40;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn key_ring() -> KeyRing {
+    KeyRing::new(EncryptionKey::from_bytes("test-2026", &[7; 32]).unwrap())
+}
+
+/// A prefix no other test uses.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "rtr-test:{}:{}:{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// The store, or `None` (test skipped) when Redis is not running outside CI.
+async fn store_with(prefix: &str, keys: KeyRing) -> Option<RedisTokenStore> {
+    let connected = RedisTokenStore::builder(keys)
+        .prefix(prefix)
+        .lock_lease(Duration::from_secs(5))
+        .lock_timeout(Duration::from_secs(20))
+        .connect(&redis_url())
+        .await;
+    match connected {
+        Ok(store) => Some(store),
+        Err(error) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipping: no redis at {} ({error})", redis_url());
+            None
+        }
+        Err(error) => panic!("redis is required in CI: {error}"),
+    }
+}
+
+async fn raw_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn tokens(generation_marker: &str) -> TokenSet {
+    TokenSet::new(AccessToken::new(format!("canary-at-{generation_marker}")))
+        .with_refresh_token(RefreshToken::new(format!("canary-rt-{generation_marker}")))
+        .with_expires_in(Duration::from_secs(3600))
+}
+
+#[tokio::test]
+async fn round_trip_and_no_token_bytes_in_redis() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let first = tokens("1");
+    assert_eq!(
+        store.save(&key, &first, None).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.refresh_token(), first.refresh_token());
+
+    let mut redis = raw_connection().await;
+    let raw: Vec<Vec<u8>> = redis::cmd("HVALS")
+        .arg(store.record_name(&key))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let raw = raw.concat();
+    assert!(!raw.is_empty());
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("canary"),
+        "R49: a token is readable in redis"
+    );
+}
+
+#[tokio::test]
+async fn d8_conditional_saves_let_exactly_one_writer_win() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let base = with_generation(tokens("1"), 1);
+    assert_eq!(
+        store.save(&key, &base, None).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let generation = store.load(&key).await.unwrap().unwrap().generation();
+    // Two writers both start from the stored generation and write the next one.
+    let a = with_generation(tokens("a"), generation + 1);
+    let b = with_generation(tokens("b"), generation + 1);
+    let (first, second) = tokio::join!(
+        store.save(&key, &a, Some(generation)),
+        store.save(&key, &b, Some(generation))
+    );
+    let outcomes = [first.unwrap(), second.unwrap()];
+    let wins = outcomes
+        .iter()
+        .filter(|o| **o == SaveOutcome::Saved)
+        .count();
+    assert_eq!(wins, 1, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, SaveOutcome::Conflict { current: Some(_) })));
+    // A first insert over an existing record is a conflict too.
+    assert!(matches!(
+        store.save(&key, &tokens("c"), None).await.unwrap(),
+        SaveOutcome::Conflict { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_value_copied_to_another_users_key_does_not_open() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let alice = TokenKey::new("alice");
+    let mallory = TokenKey::new("mallory");
+    let _ = store.save(&alice, &tokens("alice"), None).await.unwrap();
+    let mut redis = raw_connection().await;
+    let _: () = redis::cmd("COPY")
+        .arg(store.record_name(&alice))
+        .arg(store.record_name(&mallory))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let error = store.load(&mallory).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+}
+
+#[tokio::test]
+async fn a_tampered_value_is_an_error_and_is_left_in_place() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let _ = store
+        .save(&key, &with_generation(tokens("1"), 1), None)
+        .await
+        .unwrap();
+    let mut redis = raw_connection().await;
+    let record = store.record_name(&key);
+    let sealed: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("sealed")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let tampered = sealed.replacen("\"ciphertext\":\"", "\"ciphertext\":\"AAAA", 1);
+    let _: () = redis::cmd("HSET")
+        .arg(&record)
+        .arg("sealed")
+        .arg(&tampered)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&key).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+    // Never silently replaced: a save expecting the old generation does not overwrite it.
+    let next = with_generation(tokens("2"), 2);
+    assert!(store.save(&key, &next, Some(1)).await.is_err());
+    let still: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("sealed")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(still, tampered);
+}
+
+#[tokio::test]
+async fn key_rotation_opens_old_values_and_reseals_them_on_save() {
+    let prefix = unique_prefix();
+    let old_key = EncryptionKey::from_bytes("2025", &[1; 32]).unwrap();
+    let new_key = EncryptionKey::from_bytes("2026", &[2; 32]).unwrap();
+    let Some(old) = store_with(&prefix, KeyRing::new(old_key.clone())).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let first = tokens("1");
+    let _ = old.save(&key, &first, None).await.unwrap();
+    let rotated = store_with(
+        &prefix,
+        KeyRing::new(new_key.clone()).with_decryption_key(old_key),
+    )
+    .await
+    .unwrap();
+    let loaded = rotated.load(&key).await.unwrap().unwrap();
+    let next = tokens("2");
+    let _ = rotated
+        .save(&key, &next, Some(loaded.generation()))
+        .await
+        .unwrap();
+    // Re-sealed with the new key: a ring holding only the new key opens it.
+    let only_new = store_with(&prefix, KeyRing::new(new_key)).await.unwrap();
+    assert!(only_new.load(&key).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn ttl_is_set_on_first_write_and_kept_through_rotations() {
+    let prefix = unique_prefix();
+    let Some(_) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .refresh_token_lifetime(Duration::from_secs(3600))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let key = TokenKey::new("user-1");
+    let mut redis = raw_connection().await;
+    let mut expected = None;
+    for round in 0..4 {
+        let set = TokenSet::new(AccessToken::new(format!("at-{round}")));
+        let set = with_generation(set, round + 1);
+        assert_eq!(
+            store.save(&key, &set, expected).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        expected = Some(round + 1);
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(store.record_name(&key))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        // 1 h minus the 5 min margin.
+        assert!(
+            ttl > 3_000_000 && ttl <= 3_300_000,
+            "round {round}: ttl {ttl}"
+        );
+    }
+}
+
+/// `set_tokens` assigns generations; store-level tests set them through the JSON form.
+fn with_generation(set: TokenSet, generation: u64) -> TokenSet {
+    let json = serde_json::to_value(&set).unwrap();
+    let mut json = json.as_object().unwrap().clone();
+    json.insert("generation".into(), generation.into());
+    serde_json::from_value(serde_json::Value::Object(json)).unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_record_means_reauthorization_required() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let key = TokenKey::default();
+    let _ = store
+        .save(&key, &with_generation(server.issue_grant(), 1), None)
+        .await
+        .unwrap();
+    let mut redis = raw_connection().await;
+    // What the TTL does when it runs out.
+    let _: () = redis::cmd("DEL")
+        .arg(store.record_name(&key))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (client, _) = client(builder(&server).store(store).build().unwrap());
+    let error = client.get(server.api_url("me")).send().await.unwrap_err();
+    assert!(crate::helpers::token_error(&error).is_reauthorization_required());
+    assert_eq!(server.refresh_calls(), 0);
+}
+
+#[tokio::test]
+async fn the_lock_excludes_a_second_holder_until_released() {
+    let prefix = unique_prefix();
+    let Some(_) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .lock_timeout(Duration::from_millis(200))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let key = TokenKey::new("user-1");
+    let held = store.lock(&key).await.unwrap();
+    let error = store.lock(&key).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
+    drop(held);
+    // Released in the background; the next holder gets it within the (longer) wait.
+    let store = store_with(&prefix, key_ring()).await.unwrap();
+    let _again = store.lock(&key).await.unwrap();
+}
+
+/// Wraps the real grant: before calling the token endpoint, another writer (a replica whose
+/// lock lease outlived ours) stores newer tokens, bypassing the lock.
+struct LeaseLostMidRefresh {
+    grant: RefreshTokenGrant,
+    rival: Arc<RedisTokenStore>,
+    rival_tokens: TokenSet,
+}
+
+#[async_trait]
+impl TokenRefresher for LeaseLostMidRefresh {
+    async fn refresh(
+        &self,
+        key: &TokenKey,
+        current: Option<&TokenSet>,
+    ) -> Result<TokenResponse, Error> {
+        let expected = current.map(TokenSet::generation);
+        let newer = with_generation(self.rival_tokens.clone(), expected.unwrap_or(0) + 1);
+        let saved = self.rival.save(key, &newer, expected).await.unwrap();
+        assert_eq!(saved, SaveOutcome::Saved);
+        self.grant.refresh(key, current).await
+    }
+}
+
+#[tokio::test]
+async fn d8_a_writer_whose_lease_expired_cannot_overwrite_and_adopts_the_newer_tokens() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let rival = Arc::new(store_with(&prefix, key_ring()).await.unwrap());
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let rival_tokens = server.issue_grant();
+    let ours = server.issue_expired_grant();
+    let grant = RefreshTokenGrant::builder(server.token_url())
+        .client_id("c")
+        .danger_allow_http_loopback()
+        .build()
+        .unwrap();
+    let refresher = LeaseLostMidRefresh {
+        grant,
+        rival,
+        rival_tokens: rival_tokens.clone(),
+    };
+    let middleware = reqwest_token_refresh::TokenRefreshMiddleware::builder(refresher)
+        .allow_origin(server.uri())
+        .danger_allow_http_loopback()
+        .store(store)
+        .build()
+        .unwrap();
+    let (client, manager) = client(middleware);
+    manager
+        .set_tokens(&TokenKey::default(), ours)
+        .await
+        .unwrap();
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(held.access_token(), rival_tokens.access_token());
+}
+
+#[tokio::test]
+#[ignore = "worker process for d5_replicas_sharing_redis_refresh_once_per_lifetime"]
+async fn redis_replica_worker() {
+    if !workers::is_worker() {
+        return;
+    }
+    let env = |name: &str| std::env::var(name).expect(name);
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(env("RTR_PREFIX"))
+        .lock_timeout(Duration::from_secs(20))
+        .connect(&env("RTR_REDIS_URL"))
+        .await
+        .unwrap();
+    let grant = RefreshTokenGrant::builder(env("RTR_TOKEN_URL"))
+        .client_id("test-client")
+        .danger_allow_http_loopback()
+        .build()
+        .unwrap();
+    let middleware = reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
+        .allow_origin(env("RTR_ORIGIN"))
+        .danger_allow_http_loopback()
+        .rejection_cooldown(Duration::ZERO)
+        .store(store)
+        .build()
+        .unwrap();
+    let (client, _) = client(middleware);
+    workers::serve_rounds(client, env("RTR_API_URL"), REQUESTS_PER_ROUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let first = with_generation(server.issue_grant(), 1);
+    assert_eq!(
+        store
+            .save(&TokenKey::default(), &first, None)
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+    let mut replicas = Workers::spawn(
+        "redis_store::redis_replica_worker",
+        WORKERS,
+        &[
+            ("RTR_PREFIX", prefix.clone()),
+            ("RTR_REDIS_URL", redis_url()),
+            ("RTR_TOKEN_URL", server.token_url()),
+            ("RTR_ORIGIN", server.uri()),
+            ("RTR_API_URL", server.api_url("items")),
+        ],
+    );
+    let mut failed = 0;
+    for round in 0..ROUNDS {
+        if round > 0 {
+            // A new token lifetime: every access token issued so far is rejected.
+            server.reject_current_access_tokens();
+        }
+        let (_, round_failed) = workers::tally(&replicas.round("round"));
+        failed += round_failed;
+    }
+    replicas.finish();
+    assert_eq!(failed, 0);
+    assert_eq!(
+        server.reuse_detections(),
+        0,
+        "a consumed refresh token came back"
+    );
+    assert_eq!(server.refresh_calls(), (ROUNDS - 1) as u64);
+}

@@ -1,0 +1,139 @@
+//! Real OS processes for cross-process tests: the test binary re-executes itself as workers.
+//!
+//! The parent writes one command line to every worker's stdin and reads one reply line from
+//! each; rounds are synchronized by these pipes, never by sleeps. A worker is an `#[ignore]`d
+//! test run with `--ignored --exact NAME`; it learns its configuration from environment
+//! variables.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest_middleware::ClientWithMiddleware;
+
+/// Environment variable that makes an ignored worker test act.
+pub const WORKER_ENV: &str = "RTR_TEST_WORKER";
+
+/// Worker processes running one test of this binary.
+pub struct Workers {
+    workers: Vec<(Child, ChildStdin, BufReader<ChildStdout>)>,
+}
+
+impl Workers {
+    /// Starts `count` workers running test `name` with the extra environment `env`.
+    pub fn spawn(name: &str, count: usize, env: &[(&str, String)]) -> Self {
+        let exe = std::env::current_exe().expect("test binary path");
+        let workers = (0..count)
+            .map(|index| {
+                let mut command = Command::new(&exe);
+                command
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        name,
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(WORKER_ENV, index.to_string())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit());
+                for (key, value) in env {
+                    command.env(key, value);
+                }
+                let mut child = command.spawn().expect("spawn worker");
+                let stdin = child.stdin.take().expect("worker stdin");
+                let stdout = BufReader::new(child.stdout.take().expect("worker stdout"));
+                (child, stdin, stdout)
+            })
+            .collect();
+        Self { workers }
+    }
+
+    /// Sends `command` to every worker and returns each one's reply.
+    pub fn round(&mut self, command: &str) -> Vec<String> {
+        for (_, stdin, _) in &mut self.workers {
+            writeln!(stdin, "{command}").expect("write to worker");
+            stdin.flush().expect("flush worker stdin");
+        }
+        self.workers
+            .iter_mut()
+            .map(|(_, _, stdout)| reply(stdout))
+            .collect()
+    }
+
+    /// Tells every worker to exit and checks that each did so cleanly.
+    pub fn finish(mut self) {
+        self.round("exit");
+        for (child, _, _) in &mut self.workers {
+            let status = child.wait().expect("worker exit status");
+            assert!(status.success(), "worker failed: {status}");
+        }
+    }
+}
+
+/// The next protocol line of a worker (the test harness prints its own lines too).
+fn reply(stdout: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = stdout.read_line(&mut line).expect("read from worker");
+        assert!(read > 0, "worker exited early");
+        // libtest may have printed `test NAME ... ` on the same line.
+        if let Some((_, reply)) = line.trim().split_once("reply: ") {
+            return reply.to_owned();
+        }
+    }
+}
+
+/// Whether this process is a worker.
+pub fn is_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// A worker's loop: on each `round` command, fires `per_round` concurrent requests at `url`
+/// and replies `ok failed`; returns on `exit`.
+pub async fn serve_rounds(client: ClientWithMiddleware, url: String, per_round: usize) {
+    loop {
+        // Read off the runtime so background tasks (lock releases, saves) keep running.
+        let line = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await
+        .expect("stdin reader")
+        .expect("read command");
+        if line.trim() == "exit" || line.is_empty() {
+            println!("reply: bye");
+            return;
+        }
+        let requests =
+            (0..per_round).map(|_| {
+                let client = client.clone();
+                let url = url.clone();
+                async move {
+                    tokio::time::timeout(Duration::from_secs(30), client.get(url).send()).await
+                }
+            });
+        let results = join_all(requests).await;
+        let ok = results
+            .iter()
+            .filter(|result| matches!(result, Ok(Ok(response)) if response.status() == 200))
+            .count();
+        println!("reply: {ok} {}", per_round - ok);
+    }
+}
+
+/// Sums the `ok failed` replies of a round.
+pub fn tally(replies: &[String]) -> (usize, usize) {
+    replies.iter().fold((0, 0), |(ok, failed), reply| {
+        let mut parts = reply
+            .split_whitespace()
+            .map(|n| n.parse::<usize>().expect("count"));
+        (
+            ok + parts.next().expect("ok"),
+            failed + parts.next().expect("failed"),
+        )
+    })
+}
