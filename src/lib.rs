@@ -123,12 +123,14 @@ pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 #[cfg(feature = "file")]
 pub use store::FileTokenStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::SqlTokenStore;
 pub use store::{
     CallbackTokenStore, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind, StoreLock,
     TokenStore,
 };
 #[cfg(feature = "encryption")]
-pub use store::{EncryptionKey, KeyRing};
+pub use store::{EncryptionKey, KeyRing, Opened};
 #[cfg(feature = "redis")]
 pub use store::{RedisTokenStore, RedisTokenStoreBuilder};
 pub use token::{TokenResponse, TokenSet};

@@ -101,6 +101,7 @@ type Outcome = Result<Arc<ActiveToken>, Error>;
 
 struct Flight {
     id: u64,
+    trigger: Trigger,
     outcome: Shared<BoxFuture<'static, Outcome>>,
 }
 
@@ -305,10 +306,11 @@ impl Inner {
         seen: Option<u64>,
         trigger: Trigger,
     ) -> Outcome {
-        // Two rounds at most: a flight we joined may have been started for another reason
-        // (a load) and leave the rejected generation in place.
+        // Two rounds at most: a flight we joined may have been started for a weaker reason
+        // (a load, a due token) and leave the rejected generation in place.
+        let mut last = None;
         for _ in 0..2 {
-            let outcome = {
+            let (outcome, answers_us) = {
                 let mut flight = slot.flight();
                 // Re-check under the flight lock: a flight that just finished published first.
                 match &**slot.state.load() {
@@ -319,29 +321,25 @@ impl Inner {
                     _ => {}
                 }
                 match &*flight {
-                    Some(running) => running.outcome.clone(),
-                    None if trigger == Trigger::Rejected && self.in_rejection_cooldown(slot) => {
-                        // D10: the token we refreshed because of a rejection was rejected
-                        // again; the resource server is not taking tokens. Do not refresh.
-                        return match &**slot.state.load() {
-                            KeyState::Active(token) => Ok(Arc::clone(token)),
-                            _ => Err(Error::RefreshAborted),
-                        };
-                    }
+                    Some(running) => (
+                        running.outcome.clone(),
+                        running.trigger == trigger || trigger == Trigger::Due,
+                    ),
                     None => {
                         let started = self.start_flight(slot, seen, trigger);
                         let outcome = started.outcome.clone();
                         *flight = Some(started);
-                        outcome
+                        (outcome, true)
                     }
                 }
             };
             let token = outcome.await?;
-            if trigger == Trigger::Due || Some(token.generation()) != seen {
+            if answers_us || Some(token.generation()) != seen {
                 return Ok(token);
             }
+            last = Some(token);
         }
-        Err(Error::RefreshAborted)
+        last.ok_or(Error::RefreshAborted)
     }
 
     /// Whether a rejection-triggered refresh happened less than the cooldown ago; if not, the
@@ -378,7 +376,11 @@ impl Inner {
         let outcome = async move { task.await.unwrap_or(Err(Error::RefreshAborted)) }
             .boxed()
             .shared();
-        Flight { id, outcome }
+        Flight {
+            id,
+            trigger,
+            outcome,
+        }
     }
 
     /// The body of a flight. Runs detached; publishes before it returns.
@@ -442,7 +444,12 @@ impl Inner {
             },
         };
         let needs_refresh = match trigger {
-            Trigger::Rejected => Some(base.generation()) == seen,
+            // D10: a token that replaced a rejected one less than the cooldown ago and is
+            // rejected again means the resource server takes no token; do not refresh. (The
+            // store was re-read above, so another process's newer token is still adopted.)
+            Trigger::Rejected => {
+                Some(base.generation()) == seen && !self.in_rejection_cooldown(slot)
+            }
             Trigger::Due => base.refresh_due(SystemTime::now()),
         };
         if !needs_refresh {

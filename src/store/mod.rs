@@ -9,6 +9,8 @@ mod memory;
 mod redis;
 #[cfg(feature = "encryption")]
 mod seal;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 
 use async_trait::async_trait;
 
@@ -20,7 +22,9 @@ pub use error::{StoreError, StoreErrorKind};
 pub use file::FileTokenStore;
 pub use memory::MemoryTokenStore;
 #[cfg(feature = "encryption")]
-pub use seal::{EncryptionKey, KeyRing};
+pub use seal::{EncryptionKey, KeyRing, Opened};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlTokenStore;
 
 use crate::key::TokenKey;
 use crate::token::TokenSet;

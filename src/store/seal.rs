@@ -89,15 +89,12 @@ pub struct KeyRing {
 
 /// What [`KeyRing::open`] found.
 #[derive(Debug)]
-#[cfg_attr(
-    not(any(feature = "redis", feature = "sqlite", feature = "postgres")),
-    allow(dead_code)
-)]
-pub(crate) struct Opened {
-    pub(crate) tokens: TokenSet,
-    /// Sealed with a key other than the primary one: re-seal on the next save.
-    #[allow(dead_code)]
-    pub(crate) stale_key: bool,
+#[non_exhaustive]
+pub struct Opened {
+    /// The token set.
+    pub tokens: TokenSet,
+    /// Sealed with a key other than the primary one: seal it again on the next save.
+    pub stale_key: bool,
 }
 
 /// The stored form: JSON with data fields only.
@@ -109,11 +106,6 @@ struct Envelope {
     ciphertext: String,
 }
 
-// Sealing is used by the stores; with `encryption` alone only the key types are public.
-#[cfg_attr(
-    not(any(feature = "redis", feature = "sqlite", feature = "postgres")),
-    allow(dead_code)
-)]
 impl KeyRing {
     /// A ring that seals and opens with `primary`.
     pub fn new(primary: EncryptionKey) -> Self {
@@ -129,8 +121,10 @@ impl KeyRing {
         self
     }
 
-    /// Seals `tokens` for the record named `record`.
-    pub(crate) fn seal(&self, record: &str, tokens: &TokenSet) -> Result<String, StoreError> {
+    /// Seals `tokens` for the record named `record` (the name your store files it under; it
+    /// is bound as associated data). Returns a JSON envelope `{format, key_id, nonce,
+    /// ciphertext}`, for stores you write yourself.
+    pub fn seal(&self, record: &str, tokens: &TokenSet) -> Result<String, StoreError> {
         let plaintext = Zeroizing::new(serde_json::to_vec(tokens).map_err(|error| {
             StoreError::new(StoreErrorKind::Other, "cannot encode token set").with_source(error)
         })?);
@@ -159,7 +153,7 @@ impl KeyRing {
 
     /// Opens a value sealed for the record named `record`. A value copied from another record,
     /// tampered with, or sealed with an unknown key is a [`StoreErrorKind::Corrupt`] error.
-    pub(crate) fn open(&self, record: &str, sealed: &[u8]) -> Result<Opened, StoreError> {
+    pub fn open(&self, record: &str, sealed: &[u8]) -> Result<Opened, StoreError> {
         let corrupt = |what: &str| {
             StoreError::new(
                 StoreErrorKind::Corrupt,

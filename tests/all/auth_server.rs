@@ -14,14 +14,20 @@ use reqwest_token_refresh::{AccessToken, RefreshToken, TokenSet};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+/// One grant (one user's authorization): its current refresh token and the consumed ones.
+#[derive(Debug, Default)]
+struct Family {
+    current_refresh: Option<String>,
+    consumed: HashSet<String>,
+    access: HashSet<String>,
+    revoked: bool,
+}
+
 /// Everything the server saw, for the invariants the tests check.
 #[derive(Debug, Default)]
 struct Grant {
     issued: u64,
-    current_refresh: Option<String>,
-    consumed: HashSet<String>,
-    valid_access: HashSet<String>,
-    revoked: bool,
+    families: Vec<Family>,
     refresh_calls: u64,
     reuse_detections: u64,
     api_calls: u64,
@@ -76,11 +82,12 @@ impl AuthServer {
         this
     }
 
-    /// Issues a fresh grant (access + refresh token) as the authorization-code flow would.
+    /// Issues a new grant (access + refresh token) as the authorization-code flow would.
     pub fn issue_grant(&self) -> TokenSet {
         let mut grant = self.grant.lock().unwrap();
-        grant.revoked = false;
-        let (access, refresh) = grant.issue();
+        grant.families.push(Family::default());
+        let family = grant.families.len() - 1;
+        let (access, refresh) = grant.issue(family);
         TokenSet::new(AccessToken::new(access))
             .with_refresh_token(RefreshToken::new(refresh))
             .with_expires_in(self.lifetime)
@@ -92,14 +99,18 @@ impl AuthServer {
         tokens.with_expires_at(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1))
     }
 
-    /// Revokes the grant: its refresh and access tokens stop working.
+    /// Revokes the latest grant: its refresh and access tokens stop working.
     pub fn revoke_grant(&self) {
-        self.grant.lock().unwrap().revoke();
+        if let Some(family) = self.grant.lock().unwrap().families.last_mut() {
+            family.revoke();
+        }
     }
 
     /// Makes every access token issued so far invalid (the API answers 401 to them).
     pub fn reject_current_access_tokens(&self) {
-        self.grant.lock().unwrap().valid_access.clear();
+        for family in &mut self.grant.lock().unwrap().families {
+            family.access.clear();
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -130,31 +141,50 @@ impl AuthServer {
         self.grant.lock().unwrap().api_rejections
     }
 
+    /// Whether any grant was revoked.
     pub fn is_revoked(&self) -> bool {
-        self.grant.lock().unwrap().revoked
+        let grant = self.grant.lock().unwrap();
+        grant.families.iter().any(|family| family.revoked)
     }
 
-    /// The refresh token the server would accept now.
+    /// The refresh token the server would accept now for the latest grant.
     pub fn current_refresh_token(&self) -> Option<String> {
-        self.grant.lock().unwrap().current_refresh.clone()
+        let grant = self.grant.lock().unwrap();
+        grant.families.last()?.current_refresh.clone()
     }
 }
 
 impl Grant {
-    fn issue(&mut self) -> (String, String) {
+    /// New tokens for `family`; its previous refresh token becomes consumed.
+    fn issue(&mut self, family: usize) -> (String, String) {
         self.issued += 1;
         let access = format!("at-{}", self.issued);
         let refresh = format!("rt-{}", self.issued);
-        self.valid_access.insert(access.clone());
-        if let Some(old) = self.current_refresh.replace(refresh.clone()) {
-            self.consumed.insert(old);
+        let family = &mut self.families[family];
+        family.access.insert(access.clone());
+        if let Some(old) = family.current_refresh.replace(refresh.clone()) {
+            family.consumed.insert(old);
         }
         (access, refresh)
     }
 
+    fn family_of(&self, refresh: &str) -> Option<usize> {
+        self.families.iter().position(|family| {
+            family.current_refresh.as_deref() == Some(refresh) || family.consumed.contains(refresh)
+        })
+    }
+
+    fn accepts(&self, access: &str) -> bool {
+        self.families
+            .iter()
+            .any(|family| family.access.contains(access))
+    }
+}
+
+impl Family {
     fn revoke(&mut self) {
         self.revoked = true;
-        self.valid_access.clear();
+        self.access.clear();
         if let Some(current) = self.current_refresh.take() {
             self.consumed.insert(current);
         }
@@ -179,11 +209,15 @@ impl Respond for TokenEndpoint {
         };
         let mut grant = self.grant.lock().unwrap();
         grant.refresh_calls += 1;
-        let presented = field("refresh_token");
+        let presented = field("refresh_token").unwrap_or_default();
+        let family = grant.family_of(&presented);
+        let current = family.is_some_and(|f| {
+            grant.families[f].current_refresh.as_deref() == Some(presented.as_str())
+        });
         let response = if field("grant_type").as_deref() != Some("refresh_token") {
             oauth_error("unsupported_grant_type")
-        } else if presented.is_some() && presented == grant.current_refresh && !grant.revoked {
-            let (access, refresh) = grant.issue();
+        } else if let (Some(family), true) = (family, current) {
+            let (access, refresh) = grant.issue(family);
             ResponseTemplate::new(200)
                 .insert_header("cache-control", "no-store")
                 .set_body_json(serde_json::json!({
@@ -193,13 +227,12 @@ impl Respond for TokenEndpoint {
                     "refresh_token": refresh,
                 }))
         } else {
-            if presented
-                .as_ref()
-                .is_some_and(|rt| grant.consumed.contains(rt))
-            {
-                // Reuse of a consumed refresh token: revoke the whole grant.
-                grant.reuse_detections += 1;
-                grant.revoke();
+            if let Some(family) = family {
+                if !grant.families[family].revoked {
+                    // Reuse of a consumed refresh token: revoke the whole grant.
+                    grant.reuse_detections += 1;
+                }
+                grant.families[family].revoke();
             }
             oauth_error("invalid_grant")
         };
@@ -226,7 +259,7 @@ impl Respond for ProtectedApi {
         let mut grant = self.grant.lock().unwrap();
         grant.api_calls += 1;
         match token {
-            Some(token) if grant.valid_access.contains(&token) => {
+            Some(token) if grant.accepts(&token) => {
                 ResponseTemplate::new(200).set_body_string("ok")
             }
             _ => {

@@ -14,4 +14,6 @@ mod refresh;
 #[cfg(feature = "retry")]
 mod retry;
 mod secrets;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_store;
 mod workers;

@@ -3,7 +3,8 @@
 //! The parent writes one command line to every worker's stdin and reads one reply line from
 //! each; rounds are synchronized by these pipes, never by sleeps. A worker is an `#[ignore]`d
 //! test run with `--ignored --exact NAME`; it learns its configuration from environment
-//! variables.
+//! variables. Used by the store tests of whichever store features are enabled.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

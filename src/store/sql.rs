@@ -1,0 +1,364 @@
+//! [`SqlTokenStore`]: sealed token sets in a SQL table, written conditionally on their
+//! generation, with refreshes coordinated across processes by the database.
+
+mod errors;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod schema;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use self::errors::store_error;
+use self::schema::Table;
+use super::{KeyRing, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::key::TokenKey;
+use crate::token::TokenSet;
+
+/// How long [`TokenStore::lock`] waits by default.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Keeps token sets in a SQL table: SQLite (feature `sqlite`) for several processes on one
+/// host, PostgreSQL (feature `postgres`) for a fleet.
+///
+/// - **Encrypted at rest.** Each row holds the token set sealed with a [`KeyRing`], bound to
+///   its key; no column holds a plaintext token. Values sealed with an older key are re-sealed
+///   with the primary key on their next save.
+/// - **Conditional writes.** A save is `UPDATE … WHERE token_key = ? AND version = <expected
+///   generation>` (an `INSERT … ON CONFLICT DO NOTHING` for the first one), and the affected-row
+///   count decides: zero rows is a [`SaveOutcome::Conflict`] carrying the stored set, never an
+///   overwrite. Two processes inserting the first record at once get one `Saved` and one
+///   `Conflict`.
+/// - **One refresh across processes.** [`lock`](TokenStore::lock) takes, on PostgreSQL, a
+///   session advisory lock on a hash of the table and key, held on a connection of its own
+///   (outside the pool, so a small pool cannot deadlock) and released when the guard is dropped
+///   by closing that connection, or by the server when the holder dies. On SQLite it takes a
+///   lease row (`<table>_lease`) that a heartbeat extends while the guard lives, deleted on
+///   drop; a dead holder's lease expires after 15 s. Waiting longer than the
+///   [lock timeout](Self::with_lock_timeout) is a [`StoreErrorKind::LockTimeout`] error.
+/// - **Typed failures.** A database that is down or busy is [`StoreErrorKind::Unavailable`]; a
+///   missing table is [`StoreErrorKind::Misconfigured`] with the hint "table `…` missing; run
+///   SqlTokenStore::migrate()". Nothing is written on failure, and messages never contain a
+///   token.
+///
+/// The schema ships with the crate ([`schema`](Self::schema)) and is applied by
+/// [`migrate`](Self::migrate). For SQLite, open the pool with WAL journaling and a busy timeout
+/// so that processes wait for each other instead of failing:
+/// `SqliteConnectOptions::from_str(url)?.journal_mode(SqliteJournalMode::Wal).busy_timeout(..)`.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use reqwest_token_refresh::{
+///     EncryptionKey, KeyRing, RefreshTokenGrant, SqlTokenStore, TokenRefreshMiddleware,
+/// };
+///
+/// let pool = sqlx::PgPool::connect("postgres://app@db.internal/app").await?;
+/// let keys = KeyRing::new(EncryptionKey::from_base64(
+///     "2026-01",
+///     &std::env::var("TOKEN_ENCRYPTION_KEY")?,
+/// )?);
+/// let store = SqlTokenStore::postgres(pool, keys).with_table("oauth_tokens")?;
+/// store.migrate().await?;
+///
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
+///     .client_id("my-client")
+///     .build()?;
+/// let middleware = TokenRefreshMiddleware::builder(grant)
+///     .allow_origin("https://api.example.com")
+///     .store(store)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqlTokenStore {
+    backend: Backend,
+    table: Table,
+    keys: KeyRing,
+    lock_timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// A stored row, as read.
+struct Row {
+    version: i64,
+    sealed: String,
+}
+
+/// A row to write.
+struct Write<'a> {
+    key: &'a str,
+    version: i64,
+    sealed: String,
+    /// Unix seconds.
+    access_expires_at: Option<i64>,
+}
+
+impl SqlTokenStore {
+    /// A store in the SQLite database behind `pool`, sealing with `keys`, in the table
+    /// `oauth_tokens`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::str::FromStr;
+    /// use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    /// use reqwest_token_refresh::{EncryptionKey, KeyRing, SqlTokenStore};
+    ///
+    /// let options = SqliteConnectOptions::from_str("sqlite:///var/lib/app/tokens.db")?
+    ///     .create_if_missing(true)
+    ///     .journal_mode(SqliteJournalMode::Wal)
+    ///     .busy_timeout(std::time::Duration::from_secs(5));
+    /// let pool = SqlitePool::connect_with(options).await?;
+    /// let keys = KeyRing::new(EncryptionKey::from_base64("k1", &std::env::var("TOKEN_KEY")?)?);
+    /// let store = SqlTokenStore::sqlite(pool, keys);
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(pool: sqlx::SqlitePool, keys: KeyRing) -> Self {
+        Self::with_backend(Backend::Sqlite(pool), keys)
+    }
+
+    /// A store in the PostgreSQL database behind `pool`, sealing with `keys`, in the table
+    /// `oauth_tokens`.
+    ///
+    /// Each held [`lock`](TokenStore::lock) uses one extra connection, opened with the pool's
+    /// options but outside it. The lock is a session advisory lock: point the pool at the
+    /// server or at a session-mode pooler, not at a transaction-mode PgBouncer.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use reqwest_token_refresh::{EncryptionKey, KeyRing, SqlTokenStore};
+    ///
+    /// let pool = sqlx::PgPool::connect("postgres://app@db.internal/app").await?;
+    /// let keys = KeyRing::new(EncryptionKey::from_base64("k1", &std::env::var("TOKEN_KEY")?)?);
+    /// let store = SqlTokenStore::postgres(pool, keys);
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn postgres(pool: sqlx::PgPool, keys: KeyRing) -> Self {
+        Self::with_backend(Backend::Postgres(pool), keys)
+    }
+
+    fn with_backend(backend: Backend, keys: KeyRing) -> Self {
+        Self {
+            backend,
+            table: Table::default(),
+            keys,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// Uses the table `name` (`table` or `schema.table`; lowercase ASCII letters, digits and
+    /// underscores). Any other name is a [`StoreErrorKind::Misconfigured`] error: it is spliced
+    /// into SQL, so nothing else is accepted.
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) -> Result<(), reqwest_token_refresh::StoreError> {
+    /// let store = store.with_table("billing.oauth_tokens")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_table(mut self, name: &str) -> Result<Self, StoreError> {
+        self.table = Table::parse(name)?;
+        Ok(self)
+    }
+
+    /// How long [`lock`](TokenStore::lock) waits for another holder (default 30 s).
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
+    /// let store = store.with_lock_timeout(std::time::Duration::from_secs(10));
+    /// # }
+    /// ```
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The table name in use.
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
+    /// println!("tokens are kept in {}", store.table());
+    /// # }
+    /// ```
+    pub fn table(&self) -> &str {
+        self.table.name()
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for review or for applying it with your
+    /// own migration tool. It creates the token table (key, version, sealed token set, access
+    /// and refresh expiry, update time) and, on SQLite, the lease table `<table>_lease`.
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) -> std::io::Result<()> {
+    /// std::fs::write("migrations/0001_oauth_tokens.sql", store.schema())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn schema(&self) -> String {
+        let template = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => schema::SQLITE,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => schema::POSTGRES,
+        };
+        self.table.render(template)
+    }
+
+    /// Creates the tables if they do not exist. Idempotent, and safe to run from several
+    /// processes at once; it never alters or drops an existing table.
+    ///
+    /// ```no_run
+    /// # async fn run(store: reqwest_token_refresh::SqlTokenStore) -> Result<(), reqwest_token_refresh::StoreError> {
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrated = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::migrate(pool, &self.table).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::migrate(pool, &self.table).await,
+        };
+        migrated.map_err(|error| store_error(error, &self.table, "creating the schema"))
+    }
+
+    async fn fetch(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+        let fetched = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::fetch(pool, &self.table, key.as_str()).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::fetch(pool, &self.table, key.as_str()).await,
+        };
+        let row = fetched
+            .map_err(|error| store_error(error, &self.table, &format!("loading `{key}`")))?;
+        row.map(|row| self.open(key, row)).transpose()
+    }
+
+    fn open(&self, key: &TokenKey, row: Row) -> Result<TokenSet, StoreError> {
+        let tokens = self.keys.open(key.as_str(), row.sealed.as_bytes())?.tokens;
+        // The version column is what writes compare; a sealed set of another generation was
+        // put there by something other than this store (a restored or copied payload).
+        if u64::try_from(row.version).ok() != Some(tokens.generation()) {
+            return Err(StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!(
+                    "token record `{key}` in table `{}` has version {} but holds generation {}",
+                    self.table.name(),
+                    row.version,
+                    tokens.generation()
+                ),
+            ));
+        }
+        Ok(tokens)
+    }
+}
+
+impl std::fmt::Debug for SqlTokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+        };
+        f.debug_struct("SqlTokenStore")
+            .field("backend", &backend)
+            .field("table", &self.table.name())
+            .field("keys", &self.keys)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlTokenStore {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+        self.fetch(key).await
+    }
+
+    async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let version = column_version(tokens.generation())?;
+        let expected = expected.map(column_version).transpose()?;
+        let write = Write {
+            key: key.as_str(),
+            version,
+            sealed: self.keys.seal(key.as_str(), tokens)?,
+            access_expires_at: tokens
+                .expires_at()
+                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok()),
+        };
+        let written = match (&self.backend, expected) {
+            #[cfg(feature = "sqlite")]
+            (Backend::Sqlite(pool), None) => sqlite::insert(pool, &self.table, &write).await,
+            #[cfg(feature = "sqlite")]
+            (Backend::Sqlite(pool), Some(expected)) => {
+                sqlite::update(pool, &self.table, &write, expected).await
+            }
+            #[cfg(feature = "postgres")]
+            (Backend::Postgres(pool), None) => postgres::insert(pool, &self.table, &write).await,
+            #[cfg(feature = "postgres")]
+            (Backend::Postgres(pool), Some(expected)) => {
+                postgres::update(pool, &self.table, &write, expected).await
+            }
+        };
+        let written =
+            written.map_err(|error| store_error(error, &self.table, &format!("saving `{key}`")))?;
+        if written {
+            return Ok(SaveOutcome::Saved);
+        }
+        Ok(SaveOutcome::Conflict {
+            current: self.fetch(key).await?,
+        })
+    }
+
+    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
+        let cleared = match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::delete(pool, &self.table, key.as_str()).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::delete(pool, &self.table, key.as_str()).await,
+        };
+        cleared.map_err(|error| store_error(error, &self.table, &format!("clearing `{key}`")))
+    }
+
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::lock(pool, &self.table, key, self.lock_timeout).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => {
+                postgres::lock(pool, &self.table, key, self.lock_timeout).await
+            }
+        }
+    }
+}
+
+/// A generation as the signed 64-bit version column holds it.
+fn column_version(generation: u64) -> Result<i64, StoreError> {
+    i64::try_from(generation).map_err(|_| {
+        StoreError::new(
+            StoreErrorKind::Other,
+            format!("generation {generation} does not fit the version column"),
+        )
+    })
+}

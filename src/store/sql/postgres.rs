@@ -1,0 +1,166 @@
+//! PostgreSQL: statements, and the refresh lock as a session advisory lock.
+//!
+//! The lock is `pg_advisory_lock` on a 64-bit hash of the table and key, taken on a connection
+//! of its own, opened with the pool's options but outside the pool. Dropping the guard closes
+//! that connection; the server ends the session, and with it the lock. The same happens when
+//! the holder dies or its network goes away, so a lock is never left behind.
+//!
+//! Keeping the lock connection out of the pool has two reasons: the store's loads and saves
+//! under the lock can never wait for a pool that the locks have drained, whatever its size;
+//! and no pooled connection ever carries a session lock, which another task of this process
+//! would otherwise re-enter (advisory locks are re-entrant per session).
+
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+
+use super::errors::store_error;
+use super::schema::Table;
+use super::{Row, Write};
+use crate::key::TokenKey;
+use crate::store::{StoreError, StoreErrorKind, StoreLock};
+
+pub(super) async fn fetch(
+    pool: &PgPool,
+    table: &Table,
+    key: &str,
+) -> Result<Option<Row>, sqlx::Error> {
+    let sql = format!(
+        "SELECT version, sealed FROM {} WHERE token_key = $1",
+        table.quoted()
+    );
+    let row: Option<(i64, String)> = sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|(version, sealed)| Row { version, sealed }))
+}
+
+pub(super) async fn insert(
+    pool: &PgPool,
+    table: &Table,
+    write: &Write<'_>,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at) \
+         VALUES ($1, $2, $3, to_timestamp($4::bigint), now()) \
+         ON CONFLICT (token_key) DO NOTHING",
+        table.quoted()
+    );
+    let done = sqlx::query(&sql)
+        .bind(write.key)
+        .bind(write.version)
+        .bind(&write.sealed)
+        .bind(write.access_expires_at)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn update(
+    pool: &PgPool,
+    table: &Table,
+    write: &Write<'_>,
+    expected: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE {} SET version = $2, sealed = $3, access_expires_at = to_timestamp($4::bigint), \
+         updated_at = now() WHERE token_key = $1 AND version = $5",
+        table.quoted()
+    );
+    let done = sqlx::query(&sql)
+        .bind(write.key)
+        .bind(write.version)
+        .bind(&write.sealed)
+        .bind(write.access_expires_at)
+        .bind(expected)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn delete(pool: &PgPool, table: &Table, key: &str) -> Result<(), sqlx::Error> {
+    let sql = format!("DELETE FROM {} WHERE token_key = $1", table.quoted());
+    sqlx::query(&sql).bind(key).execute(pool).await?;
+    Ok(())
+}
+
+/// Creates the table. Concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's
+/// catalogs, so migrations of one table are serialized with a transaction-scoped lock.
+pub(super) async fn migrate(pool: &PgPool, table: &Table) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(table.lock_id(""))
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::raw_sql(&table.render(super::schema::POSTGRES))
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await
+}
+
+/// Takes the advisory lock of `key` on a dedicated connection, waiting up to `timeout`.
+pub(super) async fn lock(
+    pool: &PgPool,
+    table: &Table,
+    key: &TokenKey,
+    timeout: Duration,
+) -> Result<StoreLock, StoreError> {
+    let doing = format!("taking the refresh lock of `{key}`");
+    let timed_out = || {
+        StoreError::new(
+            StoreErrorKind::LockTimeout,
+            format!(
+                "timed out after {timeout:?} waiting for the refresh lock of `{key}` in table `{}`",
+                table.name()
+            ),
+        )
+    };
+    let deadline = Instant::now() + timeout;
+    let options = pool.connect_options();
+    let mut connection = match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(connected) => connected.map_err(|error| store_error(error, table, &doing))?,
+        Err(_) => {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "cannot connect within {timeout:?} while {doing} in table `{}`",
+                    table.name()
+                ),
+            ))
+        }
+    };
+    // The server enforces the wait, so a timed-out waiter leaves nothing queued behind it.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let lock_timeout = format!("{}ms", left.as_millis().max(1));
+    let locked = async {
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(&lock_timeout)
+            .execute(&mut connection)
+            .await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(table.lock_id(key.as_str()))
+            .execute(&mut connection)
+            .await
+    };
+    // A backstop in case the server ignores lock_timeout; dropping the connection then ends
+    // the wait on the server.
+    match tokio::time::timeout(left + Duration::from_secs(5), locked).await {
+        Ok(Ok(_)) => Ok(StoreLock::new(AdvisoryLock {
+            _connection: connection,
+        })),
+        Ok(Err(error)) => {
+            let error = store_error(error, table, &doing);
+            if error.kind() == StoreErrorKind::LockTimeout {
+                Err(timed_out())
+            } else {
+                Err(error)
+            }
+        }
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// The connection holding a session advisory lock. Dropping it closes the socket at once
+/// (no runtime needed); the server then ends the session, which releases the lock, exactly as
+/// when the holder dies.
+struct AdvisoryLock {
+    _connection: PgConnection,
+}

@@ -1,0 +1,265 @@
+//! SQLite: statements, and the refresh lock as a lease row.
+//!
+//! The lock is a row in the lease table (`<table>_lease`) naming its holder and an expiry.
+//! Taking it is one upsert that succeeds only when no row exists or the row has expired; a
+//! heartbeat task extends the lease while the guard lives, so a slow token endpoint does not
+//! let a second process in; dropping the guard deletes the row. A holder that dies stops
+//! renewing, and its lease expires after [`LEASE`]. Expiries are wall-clock times; every
+//! process sharing a SQLite file runs on the same host, so they share the clock.
+//!
+//! An immediate transaction would lock the whole database file for the length of a token
+//! call, and the store's own save (on another pooled connection) would wait for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::SqlitePool;
+use tokio::task::JoinHandle;
+
+use super::errors::{is_contention, store_error};
+use super::schema::Table;
+use super::{Row, Write};
+use crate::key::TokenKey;
+use crate::store::{StoreError, StoreErrorKind, StoreLock};
+
+/// How long a lease lasts without renewal: the longest a dead holder blocks the key.
+const LEASE: Duration = Duration::from_secs(15);
+/// How often a live holder extends its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// First and longest pause between attempts to take a held lease.
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+pub(super) async fn fetch(
+    pool: &SqlitePool,
+    table: &Table,
+    key: &str,
+) -> Result<Option<Row>, sqlx::Error> {
+    let sql = format!(
+        "SELECT version, sealed FROM {} WHERE token_key = ?1",
+        table.quoted()
+    );
+    let row: Option<(i64, String)> = sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|(version, sealed)| Row { version, sealed }))
+}
+
+pub(super) async fn insert(
+    pool: &SqlitePool,
+    table: &Table,
+    write: &Write<'_>,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (token_key) DO NOTHING",
+        table.quoted()
+    );
+    let done = sqlx::query(&sql)
+        .bind(write.key)
+        .bind(write.version)
+        .bind(&write.sealed)
+        .bind(write.access_expires_at)
+        .bind(unix_seconds())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn update(
+    pool: &SqlitePool,
+    table: &Table,
+    write: &Write<'_>,
+    expected: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE {} SET version = ?2, sealed = ?3, access_expires_at = ?4, updated_at = ?5 \
+         WHERE token_key = ?1 AND version = ?6",
+        table.quoted()
+    );
+    let done = sqlx::query(&sql)
+        .bind(write.key)
+        .bind(write.version)
+        .bind(&write.sealed)
+        .bind(write.access_expires_at)
+        .bind(unix_seconds())
+        .bind(expected)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn delete(pool: &SqlitePool, table: &Table, key: &str) -> Result<(), sqlx::Error> {
+    let sql = format!("DELETE FROM {} WHERE token_key = ?1", table.quoted());
+    sqlx::query(&sql).bind(key).execute(pool).await?;
+    Ok(())
+}
+
+pub(super) async fn migrate(pool: &SqlitePool, table: &Table) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(&table.render(super::schema::SQLITE))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Takes the lease of `key`, waiting up to `timeout` for its holder to release it or die.
+pub(super) async fn lock(
+    pool: &SqlitePool,
+    table: &Table,
+    key: &TokenKey,
+    timeout: Duration,
+) -> Result<StoreLock, StoreError> {
+    let holder = holder_id();
+    let acquire = format!(
+        "INSERT INTO {} (token_key, holder, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (token_key) DO UPDATE SET holder = excluded.holder, \
+         expires_at = excluded.expires_at WHERE expires_at <= ?4",
+        table.lease()
+    );
+    let deadline = Instant::now() + timeout;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let now = unix_millis();
+        let attempt = sqlx::query(&acquire)
+            .bind(key.as_str())
+            .bind(&holder)
+            .bind(now.saturating_add(millis(LEASE)))
+            .bind(now)
+            .execute(pool)
+            .await;
+        match attempt {
+            Ok(done) if done.rows_affected() == 1 => break,
+            Ok(_) => {}
+            Err(error) if is_contention(&error) => {}
+            Err(error) => {
+                return Err(store_error(
+                    error,
+                    table,
+                    &format!("taking the refresh lease of `{key}`"),
+                ))
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StoreError::new(
+                StoreErrorKind::LockTimeout,
+                format!(
+                    "timed out after {timeout:?} waiting for the refresh lease of `{key}` in table `{}`",
+                    table.name()
+                ),
+            ));
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+    let heartbeat = tokio::spawn(renew(
+        pool.clone(),
+        table.clone(),
+        key.clone(),
+        holder.clone(),
+    ));
+    Ok(StoreLock::new(Lease {
+        pool: pool.clone(),
+        table: table.clone(),
+        key: key.clone(),
+        holder,
+        heartbeat,
+    }))
+}
+
+/// Extends the lease every [`RENEW_EVERY`] until aborted or the lease is lost.
+async fn renew(pool: SqlitePool, table: Table, key: TokenKey, holder: String) {
+    let sql = format!(
+        "UPDATE {} SET expires_at = ?3 WHERE token_key = ?1 AND holder = ?2",
+        table.lease()
+    );
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let renewed = sqlx::query(&sql)
+            .bind(key.as_str())
+            .bind(&holder)
+            .bind(unix_millis().saturating_add(millis(LEASE)))
+            .execute(&pool)
+            .await;
+        match renewed {
+            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(_) => {
+                tracing::warn!(%key, "refresh lease lost (expired while held); conditional writes still protect the record");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%key, %error, "cannot renew the refresh lease; retrying");
+            }
+        }
+    }
+}
+
+/// The held lease; dropping it stops the heartbeat and deletes the row.
+struct Lease {
+    pool: SqlitePool,
+    table: Table,
+    key: TokenKey,
+    holder: String,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        // Deleting needs the runtime. Without one (dropped after it shut down) the lease simply
+        // expires; a renewal still in flight cannot resurrect the row, it only updates.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        let sql = format!(
+            "DELETE FROM {} WHERE token_key = ?1 AND holder = ?2",
+            self.table.lease()
+        );
+        let key = self.key.clone();
+        let holder = std::mem::take(&mut self.holder);
+        runtime.spawn(async move {
+            if let Err(error) = sqlx::query(&sql)
+                .bind(key.as_str())
+                .bind(&holder)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%key, %error, "cannot release the refresh lease; it will expire");
+            }
+        });
+    }
+}
+
+/// Unique among live holders: the process id, the start time of this process's first lock and
+/// a counter.
+fn holder_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos())
+    });
+    format!(
+        "{}-{started}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,24 @@
+-- reqwest-token-refresh: the tables of SqlTokenStore on SQLite.
+-- `{table}` and `{lease}` stand for the configured table name and that name followed by
+-- `_lease`; SqlTokenStore::migrate() applies this file.
+-- Token sets are sealed (XChaCha20-Poly1305, see KeyRing): no column holds a plaintext token.
+CREATE TABLE IF NOT EXISTS {table} (
+    token_key          TEXT    PRIMARY KEY NOT NULL,
+    -- the token set's generation; conditional writes compare it
+    version            INTEGER NOT NULL CHECK (version >= 0),
+    -- the sealed token set (a JSON envelope with key id, nonce and ciphertext)
+    sealed             TEXT    NOT NULL,
+    -- unix seconds
+    access_expires_at  INTEGER,
+    -- reserved for servers that report a refresh-token lifetime; NULL today
+    refresh_expires_at INTEGER,
+    -- unix seconds
+    updated_at         INTEGER NOT NULL
+);
+-- One row per key while a process holds its refresh lease; an expired row is free.
+CREATE TABLE IF NOT EXISTS {lease} (
+    token_key  TEXT    PRIMARY KEY NOT NULL,
+    holder     TEXT    NOT NULL,
+    -- unix milliseconds
+    expires_at INTEGER NOT NULL
+);
