@@ -53,15 +53,16 @@ pub fn default_is_token_rejected(response: &Response) -> bool {
                 .headers()
                 .get_all(WWW_AUTHENTICATE)
                 .iter()
-                .filter_map(|value| value.to_str().ok()),
+                // Not `to_str`: a non-ASCII description must not hide the challenge.
+                .map(|value| String::from_utf8_lossy(value.as_bytes())),
         )
 }
 
 /// The decision on the `WWW-Authenticate` values of a 401.
-pub(crate) fn challenges_reject_token<'a>(values: impl Iterator<Item = &'a str>) -> bool {
+pub(crate) fn challenges_reject_token<S: AsRef<str>>(values: impl Iterator<Item = S>) -> bool {
     let mut any = false;
     for value in values {
-        for challenge in parse_challenges(value) {
+        for challenge in parse_challenges(value.as_ref()) {
             any = true;
             if challenge.scheme.eq_ignore_ascii_case("bearer") {
                 return match challenge.param("error") {
@@ -246,6 +247,13 @@ mod tests {
             r#"Basic realm="a", Bearer error="invalid_token""#
         ]));
         assert!(rejects(&[r#"Newauth realm="apps", type=1, Bearer"#]));
+    }
+
+    #[test]
+    fn r35_non_ascii_descriptions_do_not_hide_insufficient_scope() {
+        assert!(!rejects(&[
+            "Bearer error=\"insufficient_scope\", error_description=\"f\u{fc}r \u{c4}\""
+        ]));
     }
 
     #[test]

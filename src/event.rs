@@ -89,6 +89,10 @@ pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
         }
     }
     if let Some(hook) = hook {
-        hook(&event);
+        // A panicking hook must not unwind through a refresh and lose a rotated token.
+        let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&event)));
+        if delivered.is_err() {
+            tracing::error!("the token event hook panicked; event dropped");
+        }
     }
 }

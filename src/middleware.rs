@@ -12,7 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 use crate::classify::{DefaultTokenRejection, TokenRejection};
 use crate::error::ConfigError;
 use crate::event::{Event, EventHook};
-use crate::grant::endpoint::check_secure;
+use crate::grant::endpoint::{check_secure, redact_userinfo};
 use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
 use crate::manager::{ManagerConfig, TokenManager};
@@ -112,7 +112,7 @@ impl Middleware for TokenRefreshMiddleware {
         };
         let fresh = self
             .manager
-            .token_after_rejection(&key, token.generation())
+            .token_after_rejection(&key, &token)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         let Some(fresh) = fresh else {
@@ -217,8 +217,8 @@ impl TokenRefreshMiddlewareBuilder {
             .origins
             .iter()
             .map(|origin| {
-                let url =
-                    Url::parse(origin).map_err(|_| ConfigError::InvalidUrl(origin.clone()))?;
+                let url = Url::parse(origin)
+                    .map_err(|_| ConfigError::InvalidUrl(redact_userinfo(origin)))?;
                 check_secure(&url, self.allow_http_loopback)?;
                 Ok(url.origin())
             })

@@ -57,9 +57,9 @@ impl EndpointSettings {
 
     /// Checks an endpoint URL: https (or loopback http when allowed), no fragment.
     pub(crate) fn endpoint_url(&self, url: &str) -> Result<Url, ConfigError> {
-        let parsed = Url::parse(url).map_err(|_| ConfigError::InvalidUrl(url.to_owned()))?;
+        let parsed = Url::parse(url).map_err(|_| ConfigError::InvalidUrl(redact_userinfo(url)))?;
         if parsed.fragment().is_some() {
-            return Err(ConfigError::FragmentInTokenEndpoint(url.to_owned()));
+            return Err(ConfigError::FragmentInTokenEndpoint(redact_userinfo(url)));
         }
         check_secure(&parsed, self.allow_http_loopback)?;
         Ok(parsed)
@@ -71,7 +71,19 @@ pub(crate) fn check_secure(url: &Url, allow_http_loopback: bool) -> Result<(), C
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_http_loopback && is_loopback(url) => Ok(()),
-        _ => Err(ConfigError::InsecureUrl(url.as_str().to_owned())),
+        _ => Err(ConfigError::InsecureUrl(redact_userinfo(url.as_str()))),
+    }
+}
+
+/// A URL fit for an error message: any `user:password@` part is replaced.
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -114,5 +126,26 @@ fn transport(error: reqwest::Error) -> Error {
         Error::Transient(TransientError::Transport(std::sync::Arc::new(
             error.without_url(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_never_show_url_credentials() {
+        assert_eq!(
+            redact_userinfo("http://user:pa55@auth.example.com/token?x=1"),
+            "http://[redacted]@auth.example.com/token?x=1"
+        );
+        assert_eq!(
+            redact_userinfo("https://a.example/p@th"),
+            "https://a.example/p@th"
+        );
+        let error = EndpointSettings::default()
+            .endpoint_url("http://user:pa55@auth.example.com/token")
+            .unwrap_err();
+        assert!(!error.to_string().contains("pa55"));
     }
 }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -10,10 +10,13 @@ use crate::token::TokenSet;
 /// Keeps token sets in this process's memory. Nothing survives a restart.
 ///
 /// The default store; right for tokens that can be re-obtained without a user (client
-/// credentials) and for tests.
+/// credentials) and for tests. Its [`lock`](TokenStore::lock) is a real per-key lock, so
+/// several middlewares sharing one store (through
+/// [`shared_store`](crate::TokenRefreshMiddlewareBuilder::shared_store)) still refresh once.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
     records: Mutex<HashMap<TokenKey, TokenSet>>,
+    locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl MemoryTokenStore {
@@ -59,8 +62,12 @@ impl TokenStore for MemoryTokenStore {
         Ok(())
     }
 
-    async fn lock(&self, _key: &TokenKey) -> Result<StoreLock, StoreError> {
-        Ok(StoreLock::none())
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(key.clone()).or_default())
+        };
+        Ok(StoreLock::new(lock.lock_owned().await))
     }
 }
 

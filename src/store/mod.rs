@@ -41,8 +41,9 @@ use crate::token::TokenSet;
 /// - [`clear`](TokenStore::clear): removes the record (after `invalid_grant`, or on logout).
 /// - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
 ///   held by the middleware for the whole lock → reload → refresh → save sequence, and released
-///   when the returned [`StoreLock`] is dropped (also when its holder dies). In-process stores
-///   return [`StoreLock::none`]: the middleware already serializes refreshes per key.
+///   when the returned [`StoreLock`] is dropped (also when its holder dies). A store only ever
+///   used by one middleware may return [`StoreLock::none`]: the middleware already serializes
+///   each key's writes in its process.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Reads the token set stored for `key`.

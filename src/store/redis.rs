@@ -38,6 +38,14 @@ end
 return 0
 ";
 
+/// Extends the lease only if it is still ours.
+const RENEW_IF_OURS: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// Stores token sets in Redis, sealed with a [`KeyRing`] (feature `redis`).
 ///
 /// - **Encrypted at rest:** each record is a hash `{generation, sealed}`; `sealed` is the token
@@ -217,10 +225,17 @@ impl TokenStore for RedisTokenStore {
                 .await
                 .map_err(redis_error)?;
             if taken.is_some() {
+                let renewal = tokio::spawn(renew(
+                    connection.clone(),
+                    name.clone(),
+                    token.clone(),
+                    self.lease,
+                ));
                 return Ok(StoreLock::new(Lease {
                     connection,
                     name,
                     token,
+                    renewal,
                 }));
             }
             if started.elapsed() >= self.lock_timeout {
@@ -238,15 +253,39 @@ impl TokenStore for RedisTokenStore {
     }
 }
 
+/// Keeps a held lease alive (every third of its length) while its holder works, so a slow
+/// token endpoint cannot let a second replica in; stops once the lease is no longer ours.
+async fn renew(mut connection: ConnectionManager, name: String, token: String, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let renewed: redis::RedisResult<i64> = Script::new(RENEW_IF_OURS)
+            .key(&name)
+            .arg(&token)
+            .arg(millis(lease))
+            .invoke_async(&mut connection)
+            .await;
+        match renewed {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::warn!(lock = %name, "redis lock lease was lost before its holder finished");
+                return;
+            }
+            Err(error) => tracing::debug!(lock = %name, %error, "could not renew redis lock"),
+        }
+    }
+}
+
 /// A held lease; dropping it releases the lock if it is still ours.
 struct Lease {
     connection: ConnectionManager,
     name: String,
     token: String,
+    renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.renewal.abort();
         // Drop cannot wait: release in the background. If no runtime is left, the lease
         // simply expires.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -323,8 +362,8 @@ impl RedisTokenStoreBuilder {
         self
     }
 
-    /// How long a lock lease lasts if its holder never releases it (default 30 s). Make it
-    /// longer than a token-endpoint call can take.
+    /// How long a lock lease lasts if its holder dies without releasing it (default 30 s).
+    /// A live holder renews it every third of this time.
     pub fn lock_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self

@@ -114,3 +114,31 @@ async fn r26_invalid_grant_reaches_every_waiter_and_stops_all_token_calls() {
     assert!(manager.tokens(&Default::default()).await.unwrap().is_none());
     let _ = builder;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_two_clients_sharing_a_memory_store_refresh_once() {
+    let server = AuthServer::start_with(
+        Duration::from_secs(3600),
+        Some(1),
+        Duration::from_millis(100),
+    )
+    .await;
+    let store: std::sync::Arc<dyn reqwest_token_refresh::TokenStore> =
+        std::sync::Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
+    let (first, manager) = client(
+        builder(&server)
+            .shared_store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let (second, _) = client(builder(&server).shared_store(store).build().unwrap());
+    manager
+        .set_tokens(&Default::default(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(fire(&first, &server), fire(&second, &server));
+    for result in a.into_iter().chain(b) {
+        assert_eq!(result.unwrap().status(), 200);
+    }
+    assert_eq!(server.reuse_detections(), 0);
+}

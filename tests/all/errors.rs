@@ -135,3 +135,22 @@ async fn d12_the_token_endpoint_never_follows_redirects() {
         reqwest_token_refresh::Error::TokenEndpoint(_)
     ));
 }
+
+#[tokio::test]
+async fn r27_a_configuration_error_backs_off_instead_of_calling_again() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let token_server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"error": "unauthorized_client"})),
+        )
+        .expect(1)
+        .mount(&token_server)
+        .await;
+    let (client, _) = client_against(&server, &token_server).await;
+    for _ in 0..5 {
+        let error = client.get(server.api_url("me")).send().await.unwrap_err();
+        assert!(token_error(&error).is_client_rejected());
+    }
+}

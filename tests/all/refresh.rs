@@ -287,3 +287,63 @@ async fn new_tokens_after_invalid_grant_end_the_reauthorization_state() {
     let response = client.get(server.api_url("me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn d3_a_panicking_event_hook_never_loses_a_rotated_token() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let (client, manager) = client(
+        builder(&server)
+            .rejection_cooldown(Duration::ZERO)
+            .on_event(|_| panic!("hook bug"))
+            .build()
+            .unwrap(),
+    );
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_grant())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        server.reject_current_access_tokens();
+        let response = client.get(server.api_url("me")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(server.refresh_calls(), 3);
+    assert_eq!(server.reuse_detections(), 0);
+}
+
+#[tokio::test]
+async fn inv5_a_logout_and_new_login_elsewhere_is_adopted_not_overwritten() {
+    // Two processes share a store. A logs the user out and in again; C, still holding the old
+    // grant, must take the new tokens rather than write back or refresh the old ones.
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let store: Arc<dyn reqwest_token_refresh::TokenStore> =
+        Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
+    let (_, a) = client(
+        builder(&server)
+            .shared_store(Arc::clone(&store))
+            .build()
+            .unwrap(),
+    );
+    let (c_client, c) = client(builder(&server).shared_store(store).build().unwrap());
+    let key = TokenKey::default();
+    a.set_tokens(&key, server.issue_grant()).await.unwrap();
+    assert_eq!(
+        c_client
+            .get(server.api_url("x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    a.clear(&key).await.unwrap();
+    let new_login = server.issue_grant();
+    a.set_tokens(&key, new_login.clone()).await.unwrap();
+    server.reject_current_access_tokens();
+    let _ = c_client.get(server.api_url("y")).send().await.unwrap();
+    assert_eq!(server.reuse_detections(), 0);
+    let held = c.tokens(&key).await.unwrap().unwrap();
+    let stored = a.tokens(&key).await.unwrap().unwrap();
+    assert_ne!(held.refresh_token().unwrap().secret(), "rt-1");
+    assert_eq!(held.refresh_token(), stored.refresh_token());
+}

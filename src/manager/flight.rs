@@ -1,0 +1,469 @@
+//! A flight: the one detached task per key that reloads, adopts or refreshes, persists and
+//! publishes, while every concurrent caller awaits its shared outcome.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen};
+use crate::error::{Error, ReauthorizationReason};
+use crate::event::{emit, Event};
+use crate::key::TokenKey;
+use crate::store::{SaveOutcome, StoreError};
+use crate::token::TokenSet;
+
+/// First and longest pause between attempts to save tokens whose save failed.
+const SAVE_RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
+const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+/// First and longest pause after a refresh failure that retrying at once cannot fix.
+const BACKOFF_FIRST_DELAY: Duration = Duration::from_secs(5);
+const BACKOFF_MAX_DELAY: Duration = Duration::from_secs(300);
+
+type Outcome = Result<Arc<ActiveToken>, Error>;
+
+/// Why a flight was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// The key is unloaded, or its token is due: load, adopt or refresh as needed.
+    Due,
+    /// The resource server rejected the token `seen`: get any other token.
+    Rejected,
+}
+
+pub(super) struct Flight {
+    id: u64,
+    trigger: Trigger,
+    outcome: Shared<BoxFuture<'static, Outcome>>,
+}
+
+/// What happened to a conditional save made under the locks.
+enum Persisted {
+    /// Written, or kept in memory with a retry scheduled.
+    Kept,
+    /// Someone wrote the store while we held the lock (an expired lease): theirs is newer.
+    Superseded(TokenSet),
+    /// Someone cleared the store meanwhile (a logout elsewhere).
+    Cleared,
+}
+
+impl Inner {
+    /// Joins the key's flight, or starts one. `seen` is the token the caller holds.
+    pub(super) async fn fly(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        seen: Option<Seen>,
+        trigger: Trigger,
+    ) -> Outcome {
+        // Two rounds at most: a flight we joined may have been started for a weaker reason
+        // (a load, a due token) and leave the rejected generation in place.
+        let mut last = None;
+        for _ in 0..2 {
+            let (outcome, answers_us) = {
+                let mut flight = slot.flight();
+                // Re-check under the flight lock: a flight that just finished published first.
+                match &**slot.state.load() {
+                    KeyState::Active(token) if !token.is(seen.as_ref()) => {
+                        return Ok(Arc::clone(token))
+                    }
+                    KeyState::Reauthorize { error, .. } => return Err(error.clone()),
+                    _ => {}
+                }
+                match &*flight {
+                    Some(running) => (
+                        running.outcome.clone(),
+                        running.trigger == trigger || trigger == Trigger::Due,
+                    ),
+                    None => {
+                        let started = self.start_flight(slot, seen.clone(), trigger);
+                        let outcome = started.outcome.clone();
+                        *flight = Some(started);
+                        (outcome, true)
+                    }
+                }
+            };
+            let token = outcome.await?;
+            if answers_us || !token.is(seen.as_ref()) {
+                return Ok(token);
+            }
+            last = Some(token);
+        }
+        last.ok_or(Error::RefreshAborted)
+    }
+
+    fn start_flight(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        seen: Option<Seen>,
+        trigger: Trigger,
+    ) -> Flight {
+        let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::clone(self);
+        let task_slot = Arc::clone(slot);
+        let task = tokio::spawn(async move {
+            let _clear = ClearFlight {
+                slot: Arc::clone(&task_slot),
+                id,
+            };
+            inner.run_flight(&task_slot, seen, trigger).await
+        });
+        let outcome = async move { task.await.unwrap_or(Err(Error::RefreshAborted)) }
+            .boxed()
+            .shared();
+        Flight {
+            id,
+            trigger,
+            outcome,
+        }
+    }
+
+    /// The body of a flight, under the key's writer lock and the store's lock.
+    async fn run_flight(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        seen: Option<Seen>,
+        trigger: Trigger,
+    ) -> Outcome {
+        let key = &slot.key;
+        let _writer = slot.writer.lock().await;
+        let _lock = self.store.lock(key).await.map_err(Error::Store)?;
+        let stored = self.store.load(key).await.map_err(Error::Store)?;
+        let mut stored_generation = stored.as_ref().map(TokenSet::generation);
+        let memory = match &**slot.state.load() {
+            KeyState::Active(token) => Some(Arc::clone(token)),
+            _ => None,
+        };
+
+        let base = match (stored, memory) {
+            // Same generation *and* same tokens: a logout and new login elsewhere restarts
+            // generations, so a number alone does not identify a token set.
+            (Some(stored), Some(memory)) if stored == memory.tokens => memory,
+            // Our last save failed and nothing newer was stored since: save again first.
+            (stored, Some(memory))
+                if slot.unpersisted() == Some(memory.generation())
+                    && stored
+                        .as_ref()
+                        .is_none_or(|stored| stored.generation() < memory.generation()) =>
+            {
+                match self.persist(slot, &memory, stored_generation).await {
+                    Persisted::Kept => {
+                        if slot.unpersisted().is_none() {
+                            stored_generation = Some(memory.generation());
+                        }
+                        memory
+                    }
+                    Persisted::Superseded(newer) => {
+                        let adopted = self.adopt(slot, newer)?;
+                        stored_generation = Some(adopted.generation());
+                        adopted
+                    }
+                    Persisted::Cleared => {
+                        return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
+                    }
+                }
+            }
+            // Another process refreshed, or the user logged in again elsewhere: the store
+            // holds the tokens to use.
+            (Some(stored), _) => {
+                let adopted = self.adopt(slot, stored)?;
+                let still_good =
+                    !adopted.is(seen.as_ref()) && !adopted.refresh_due(SystemTime::now());
+                if still_good {
+                    return Ok(adopted);
+                }
+                adopted
+            }
+            // Our tokens were persisted and the record is gone: logged out elsewhere, or the
+            // grant died in another process.
+            (None, Some(_)) => {
+                return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens));
+            }
+            (None, None) => match self.initial_tokens(key) {
+                Some(initial) => {
+                    let initial = Arc::new(ActiveToken::new(initial, self.config.leeway)?);
+                    slot.publish(&initial);
+                    match self.persist(slot, &initial, None).await {
+                        Persisted::Kept => {}
+                        Persisted::Superseded(newer) => return self.adopt(slot, newer),
+                        Persisted::Cleared => {
+                            return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
+                        }
+                    }
+                    stored_generation = Some(initial.generation());
+                    if trigger == Trigger::Due && !initial.refresh_due(SystemTime::now()) {
+                        return Ok(initial);
+                    }
+                    initial
+                }
+                None => return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens)),
+            },
+        };
+        let needs_refresh = match trigger {
+            // D10: a token that replaced a rejected one less than the cooldown ago and is
+            // rejected again means the resource server takes no token; do not refresh. (The
+            // store was re-read above, so another process's newer token is still adopted.)
+            Trigger::Rejected => base.is(seen.as_ref()) && !self.in_rejection_cooldown(slot),
+            Trigger::Due => base.refresh_due(SystemTime::now()),
+        };
+        if !needs_refresh {
+            return Ok(base);
+        }
+        if let Some(backoff) = lock(&slot.backoff)
+            .as_ref()
+            .filter(|backoff| Instant::now() < backoff.until)
+        {
+            return Err(backoff.error.clone());
+        }
+        self.refresh(slot, &base, stored_generation).await
+    }
+
+    /// Calls the token endpoint, persists, publishes. `stored` is the generation the store
+    /// holds (read under the lock).
+    async fn refresh(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        base: &ActiveToken,
+        stored: Option<u64>,
+    ) -> Outcome {
+        let key = &slot.key;
+        let sent_at = SystemTime::now();
+        let started = Instant::now();
+        let response = match self.refresher.refresh(key, Some(&base.tokens)).await {
+            Ok(response) => response,
+            Err(error) => return self.refresh_failed(slot, base, error).await,
+        };
+        *lock(&slot.backoff) = None;
+        let rotated = response.refresh_token.is_some();
+        let next = Arc::new(ActiveToken::new(
+            base.tokens.next(response, sent_at),
+            self.config.leeway,
+        )?);
+        // Persist before publish: waiters are released only after the save was attempted,
+        // and a failed save keeps the new tokens in memory.
+        let published = match self.persist(slot, &next, stored).await {
+            Persisted::Kept => {
+                slot.publish(&next);
+                next
+            }
+            Persisted::Superseded(newer) => self.adopt(slot, newer)?,
+            Persisted::Cleared => {
+                return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
+            }
+        };
+        self.emit(Event::Refreshed {
+            key: key.clone(),
+            generation: published.generation(),
+            rotated,
+            duration: started.elapsed(),
+        });
+        Ok(published)
+    }
+
+    /// Records a failed refresh and returns what every waiter gets: the error, or newer tokens
+    /// another process stored.
+    async fn refresh_failed(&self, slot: &KeySlot, base: &ActiveToken, error: Error) -> Outcome {
+        let key = &slot.key;
+        if !error.is_reauthorization_required() {
+            if !error.is_transient() {
+                // R27: retrying at once cannot fix this; transient errors are left to the
+                // caller's retry policy (reqwest-retry).
+                let mut backoff = lock(&slot.backoff);
+                let delay = backoff.as_ref().map_or(BACKOFF_FIRST_DELAY, |b| {
+                    (b.delay * 2).min(BACKOFF_MAX_DELAY)
+                });
+                *backoff = Some(Backoff {
+                    until: Instant::now() + delay,
+                    delay,
+                    error: error.clone(),
+                });
+            }
+            self.emit(Event::RefreshFailed {
+                key: key.clone(),
+                error: error.clone(),
+            });
+            return Err(error);
+        }
+        // R26: the grant is dead, unless another process rotated past us meanwhile.
+        if let Ok(Some(stored)) = self.store.load(key).await {
+            if stored.generation() != base.generation() {
+                tracing::debug!(%key, "invalid_grant, but the store holds newer tokens");
+                return self.adopt(slot, stored);
+            }
+        }
+        // D9: forget the dead refresh token everywhere; other processes fail fast too.
+        if let Err(store_error) = self.store.clear(key).await {
+            tracing::warn!(%key, error = %store_error, "could not clear a dead grant");
+        }
+        slot.set_unpersisted(None);
+        let reason = match &error {
+            Error::ReauthorizationRequired { reason, .. } => reason.clone(),
+            _ => ReauthorizationReason::NoTokens,
+        };
+        Err(self.reauthorize(slot, reason))
+    }
+
+    /// Publishes a token set found in the store.
+    fn adopt(&self, slot: &KeySlot, tokens: TokenSet) -> Outcome {
+        let adopted = Arc::new(ActiveToken::new(tokens, self.config.leeway)?);
+        let had_tokens = matches!(**slot.state.load(), KeyState::Active(_));
+        slot.set_unpersisted(None);
+        slot.publish(&adopted);
+        if had_tokens {
+            self.emit(Event::Adopted {
+                key: slot.key.clone(),
+                generation: adopted.generation(),
+            });
+        }
+        Ok(adopted)
+    }
+
+    /// Saves `token` expecting generation `expected` in the store. On failure the tokens stay
+    /// authoritative in memory and a background task retries.
+    async fn persist(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        token: &ActiveToken,
+        expected: Option<u64>,
+    ) -> Persisted {
+        let generation = token.generation();
+        match self.save(&slot.key, &token.tokens, expected).await {
+            Ok(SaveOutcome::Saved) => {
+                slot.set_unpersisted(None);
+                Persisted::Kept
+            }
+            Ok(SaveOutcome::Conflict {
+                current: Some(current),
+            }) => Persisted::Superseded(current),
+            Ok(SaveOutcome::Conflict { current: None }) => Persisted::Cleared,
+            Err(_) => {
+                slot.set_unpersisted(Some(generation));
+                self.retry_save_later(slot, generation);
+                Persisted::Kept
+            }
+        }
+    }
+
+    /// One conditional save, with its events.
+    pub(super) async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let outcome = self.store.save(key, tokens, expected).await;
+        match &outcome {
+            Ok(SaveOutcome::Saved) => self.emit(Event::Persisted {
+                key: key.clone(),
+                generation: tokens.generation(),
+            }),
+            Err(error) => self.emit(Event::PersistFailed {
+                key: key.clone(),
+                generation: tokens.generation(),
+                error: error.clone(),
+            }),
+            Ok(SaveOutcome::Conflict { .. }) => {}
+        }
+        outcome
+    }
+
+    /// Retries saving the key's in-memory tokens with backoff while they are the ones in use
+    /// and still unsaved.
+    pub(super) fn retry_save_later(self: &Arc<Self>, slot: &Arc<KeySlot>, generation: u64) {
+        let inner = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move {
+            let mut delay = SAVE_RETRY_FIRST_DELAY;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(SAVE_RETRY_MAX_DELAY);
+                let _writer = slot.writer.lock().await;
+                // Checked under the writer lock: a flight, `set_tokens` or `clear` may have
+                // moved the key on (and a cleared key must stay cleared).
+                let current = match &**slot.state.load() {
+                    KeyState::Active(token)
+                        if token.generation() == generation
+                            && slot.unpersisted() == Some(generation) =>
+                    {
+                        Arc::clone(token)
+                    }
+                    _ => return,
+                };
+                let Ok(_lock) = inner.store.lock(&slot.key).await else {
+                    continue;
+                };
+                let stored = match inner.store.load(&slot.key).await {
+                    Ok(stored) => stored.map(|tokens| tokens.generation()),
+                    Err(_) => continue,
+                };
+                if stored == Some(generation) {
+                    slot.set_unpersisted(None);
+                    return;
+                }
+                match inner.save(&slot.key, &current.tokens, stored).await {
+                    Ok(SaveOutcome::Saved) => {
+                        slot.set_unpersisted(None);
+                        return;
+                    }
+                    // Written meanwhile by someone else: the next flight adopts it.
+                    Ok(SaveOutcome::Conflict { .. }) => return,
+                    Err(_) => continue,
+                }
+            }
+        });
+    }
+
+    /// Whether a rejection-triggered refresh happened less than the cooldown ago; if not, the
+    /// caller is about to start one and the clock restarts.
+    fn in_rejection_cooldown(&self, slot: &KeySlot) -> bool {
+        let mut last = lock(&slot.last_rejection_refresh);
+        if last.is_some_and(|at| at.elapsed() < self.config.rejection_cooldown) {
+            tracing::debug!(key = %slot.key, "token rejected again within the cooldown; no refresh");
+            return true;
+        }
+        *last = Some(Instant::now());
+        false
+    }
+
+    fn initial_tokens(&self, key: &TokenKey) -> Option<TokenSet> {
+        let (initial_key, tokens) = self.config.initial.as_ref()?;
+        if initial_key != key || self.initial_used.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(tokens.clone().with_generation(1))
+    }
+
+    fn reauthorize(&self, slot: &KeySlot, reason: ReauthorizationReason) -> Error {
+        let error = Error::ReauthorizationRequired {
+            key: slot.key.clone(),
+            reason,
+        };
+        slot.state.store(Arc::new(KeyState::Reauthorize {
+            error: error.clone(),
+            since: Instant::now(),
+        }));
+        self.emit(Event::ReauthorizationRequired {
+            key: slot.key.clone(),
+        });
+        error
+    }
+
+    fn emit(&self, event: Event) {
+        emit(self.config.on_event.as_ref(), event);
+    }
+}
+
+/// Removes a finished flight from its slot, also when the task panicked.
+struct ClearFlight {
+    slot: Arc<KeySlot>,
+    id: u64,
+}
+
+impl Drop for ClearFlight {
+    fn drop(&mut self) {
+        let mut flight = self.slot.flight();
+        if flight.as_ref().is_some_and(|f| f.id == self.id) {
+            *flight = None;
+        }
+    }
+}
