@@ -6,8 +6,9 @@
 // `ClientWithMiddleware` through several token lifetimes with many concurrent requests, and
 // prints what happened.
 
-#[path = "../tests/all/auth_server.rs"]
-mod auth_server;
+// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
+#[path = "../src/test_util.rs"]
+mod test_util;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use futures::future::join_all;
 use reqwest_middleware::ClientBuilder;
 use reqwest_token_refresh::{Event, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
 
-use auth_server::AuthServer;
+use test_util::MockAuthorizationServer;
 
 const LIFETIMES: u32 = 4;
 const REQUESTS_PER_ROUND: usize = 250;
@@ -26,7 +27,7 @@ const REQUESTS_PER_ROUND: usize = 250;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Access tokens live 4 s and are refreshed 2 s before expiry (the leeway never exceeds
     // half the lifetime): with rounds 1.1 s apart, a refresh falls due every other round.
-    let server = AuthServer::start(Duration::from_secs(4)).await;
+    let server = MockAuthorizationServer::start(Duration::from_secs(4)).await;
 
     let grant = RefreshTokenGrant::builder(server.token_url())
         .client_id("demo-client")

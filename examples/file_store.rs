@@ -7,8 +7,9 @@
 // of a program would. The first run refreshes (rotating the refresh token) and saves; the
 // second run starts from the file, with no login, and keeps refreshing with the rotated token.
 
-#[path = "../tests/all/auth_server.rs"]
-mod auth_server;
+// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
+#[path = "../src/test_util.rs"]
+mod test_util;
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,11 +19,11 @@ use reqwest_token_refresh::{
     FileTokenStore, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware, TokenSet, TokenStore,
 };
 
-use auth_server::AuthServer;
+use test_util::MockAuthorizationServer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let server = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
     let dir = std::env::temp_dir().join(format!("file-store-example-{}", std::process::id()));
     let path = dir.join("tokens.json");
     println!("token file: {}", path.display());
@@ -79,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// One "invocation" of the CLI: a client whose tokens live in `path`. `login` supplies the
 /// tokens when the file holds none yet.
 fn cli(
-    server: &AuthServer,
+    server: &MockAuthorizationServer,
     path: &Path,
     login: Option<TokenSet>,
 ) -> Result<ClientWithMiddleware, Box<dyn std::error::Error>> {

@@ -9,8 +9,9 @@
 // and revokes the grant on reuse, plus the protected API; then two "replicas" (two clients on
 // the same Redis) serve requests for three users through a token lifetime change.
 
-#[path = "../tests/all/auth_server.rs"]
-mod auth_server;
+// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
+#[path = "../src/test_util.rs"]
+mod test_util;
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use reqwest_token_refresh::{
     TokenRefreshMiddleware,
 };
 
-use auth_server::AuthServer;
+use test_util::MockAuthorizationServer;
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
@@ -35,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let salt = format!("demo-salt-{}", std::process::id());
 
     // Every user has their own grant at the authorization server.
-    let servers = AuthServer::start(Duration::from_secs(3600)).await;
+    let servers = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
     let replicas = [
         replica(&servers, &redis_url, &key, &salt).await?,
         replica(&servers, &redis_url, &key, &salt).await?,
@@ -97,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// One replica of the backend: its own HTTP client and middleware, the shared Redis.
 async fn replica(
-    servers: &AuthServer,
+    servers: &MockAuthorizationServer,
     redis_url: &str,
     key: &EncryptionKey,
     salt: &str,

@@ -95,7 +95,12 @@
 //!   header (no header injection).
 #![warn(missing_docs, unreachable_pub)]
 
+// Lets `test_util` name this crate the same way whether it is compiled here or included
+// into the test binaries and examples.
+extern crate self as reqwest_token_refresh;
+
 mod classify;
+mod discovery;
 mod error;
 mod event;
 mod grant;
@@ -106,15 +111,21 @@ mod middleware;
 mod retry;
 mod secret;
 mod store;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod token;
 
 pub use classify::{default_is_token_rejected, DefaultTokenRejection, TokenRejection};
+pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use error::{
     ConfigError, Error, ErrorCode, InvalidResponse, OAuthError, ReauthorizationReason,
     TransientError,
 };
 pub use event::Event;
-pub use grant::{ClientAuth, RefreshTokenGrant, RefreshTokenGrantBuilder, TokenRefresher};
+pub use grant::{
+    ClientAuth, ClientCredentialsGrant, ClientCredentialsGrantBuilder, GrantBuilder,
+    RefreshTokenGrant, RefreshTokenGrantBuilder, TokenRefresher,
+};
 pub use key::TokenKey;
 pub use manager::TokenManager;
 pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};

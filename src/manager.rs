@@ -304,6 +304,36 @@ impl TokenManager {
         Ok(())
     }
 
+    /// Logs `key` out (RFC 7009): waits for an in-flight refresh, revokes the newest refresh
+    /// token (or the access token when there is none) at the grant's revocation endpoint,
+    /// then forgets the tokens in memory and in the store. They are never sent again.
+    ///
+    /// If the server cannot revoke now (a transient error such as 503), nothing is forgotten
+    /// and the error is returned: the token still exists (RFC 7009 §2.2.1), so call again later.
+    /// Without a configured revocation endpoint this is the same as [`clear`](Self::clear).
+    pub async fn revoke(&self, key: &TokenKey) -> Result<(), Error> {
+        let slot = self.inner.slot(key);
+        let _writer = slot.writer.lock().await;
+        let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
+        let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
+        let memory = match &**slot.state.load() {
+            KeyState::Active(token) => Some(token.tokens.clone()),
+            _ => None,
+        };
+        // The newest set: memory when its save is still pending, else the store.
+        let unsaved = memory
+            .as_ref()
+            .filter(|tokens| slot.unpersisted() == Some(tokens.generation()));
+        let newest = unsaved.cloned().or(stored).or(memory);
+        if let Some(tokens) = &newest {
+            self.inner.refresher.revoke(key, tokens).await?;
+        }
+        slot.set_unpersisted(None);
+        self.inner.store.clear(key).await.map_err(Error::Store)?;
+        slot.state.store(Arc::new(KeyState::Unloaded));
+        Ok(())
+    }
+
     /// The token to send now: the current one, or a refreshed one when it is due.
     pub(crate) async fn token_for_request(
         &self,

@@ -158,16 +158,26 @@ impl TokenSet {
     /// RFC 6749 §6: a new refresh token replaces the old one; when the response carries none,
     /// the old one is kept. The scope of the grant is kept when the response omits it (§5.1).
     pub(crate) fn next(&self, response: TokenResponse, sent_at: SystemTime) -> TokenSet {
-        let mut next = TokenSet::new(response.access_token);
-        next.refresh_token = response
-            .refresh_token
-            .or_else(|| self.refresh_token.clone());
-        next.scope = response.scope.or_else(|| self.scope.clone());
-        if let Some(lifetime) = response.expires_in {
-            next = next.with_lifetime_from(sent_at, lifetime);
-        }
-        next.generation = self.generation + 1;
+        let mut next = TokenSet::from_response(response, sent_at, self.generation + 1);
+        next.refresh_token = next.refresh_token.or_else(|| self.refresh_token.clone());
+        next.scope = next.scope.or_else(|| self.scope.clone());
         next
+    }
+
+    /// A set made from a token response alone (a client-credentials grant).
+    pub(crate) fn from_response(
+        response: TokenResponse,
+        sent_at: SystemTime,
+        generation: u64,
+    ) -> TokenSet {
+        let mut set = TokenSet::new(response.access_token);
+        set.refresh_token = response.refresh_token;
+        set.scope = response.scope;
+        if let Some(lifetime) = response.expires_in {
+            set = set.with_lifetime_from(sent_at, lifetime);
+        }
+        set.generation = generation;
+        set
     }
 }
 

@@ -1,11 +1,16 @@
 //! How new tokens are obtained: the [`TokenRefresher`] trait and the built-in grants.
 
+mod builder;
+mod client;
+mod client_credentials;
 pub(crate) mod endpoint;
 mod refresh_token;
-mod response;
+pub(crate) mod response;
 
 use async_trait::async_trait;
 
+pub use builder::GrantBuilder;
+pub use client_credentials::{ClientCredentialsGrant, ClientCredentialsGrantBuilder};
 pub use endpoint::ClientAuth;
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
 pub(crate) use response::is_b64token;
@@ -29,4 +34,17 @@ pub trait TokenRefresher: Send + Sync + 'static {
         key: &TokenKey,
         current: Option<&TokenSet>,
     ) -> Result<TokenResponse, Error>;
+
+    /// Whether [`refresh`](Self::refresh) can obtain tokens for a key that has none (client
+    /// credentials can; a refresh-token grant needs the user's tokens). Default: `false`.
+    fn obtains_without_tokens(&self) -> bool {
+        false
+    }
+
+    /// Revokes `tokens` at the authorization server (RFC 7009), called by
+    /// [`TokenManager::revoke`](crate::TokenManager::revoke). Default: nothing to revoke.
+    async fn revoke(&self, key: &TokenKey, tokens: &TokenSet) -> Result<(), Error> {
+        let _ = (key, tokens);
+        Ok(())
+    }
 }

@@ -1,17 +1,13 @@
 //! The refresh_token grant (RFC 6749 §6).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use reqwest::Url;
-use url::form_urlencoded;
 
-use super::endpoint::{self, ClientAuth, EndpointSettings};
-use super::response;
+use super::builder::GrantBuilder;
+use super::client::OAuthClient;
 use super::TokenRefresher;
 use crate::error::{ConfigError, Error, ReauthorizationReason};
 use crate::key::TokenKey;
-use crate::secret::ClientSecret;
 use crate::token::{TokenResponse, TokenSet};
 
 /// Refreshes tokens with the `refresh_token` grant (RFC 6749 §6).
@@ -22,85 +18,62 @@ use crate::token::{TokenResponse, TokenSet};
 /// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
 ///     .client_id("my-client")
 ///     .client_secret(ClientSecret::new("from-your-secret-store"))
+///     .revocation_endpoint("https://auth.example.com/oauth/revoke")
 ///     .build()?;
 /// # Ok::<_, reqwest_token_refresh::ConfigError>(())
 /// ```
 ///
 /// The form body carries `grant_type`, `refresh_token`, the optional `scope` and, depending on
-/// [`ClientAuth`], `client_id` and `client_secret`; each parameter once, never in the URL. Its
-/// HTTP client is its own: no redirects, connect and total timeouts, a response size cap.
+/// [`ClientAuth`](crate::ClientAuth), `client_id` and `client_secret`; each parameter once,
+/// never in the URL. Its HTTP client is its own: no redirects, connect and total timeouts, a
+/// response size cap.
 pub struct RefreshTokenGrant {
-    endpoint: Url,
-    client_id: String,
-    client_secret: Option<ClientSecret>,
-    auth: ClientAuth,
+    client: OAuthClient,
     scope: Option<String>,
-    max_response_bytes: usize,
-    http: reqwest::Client,
 }
+
+/// Configures a [`RefreshTokenGrant`].
+pub type RefreshTokenGrantBuilder = GrantBuilder<RefreshTokenGrant>;
 
 impl RefreshTokenGrant {
     /// Starts configuring a grant for the given token endpoint URL.
     pub fn builder(token_endpoint: impl Into<String>) -> RefreshTokenGrantBuilder {
-        RefreshTokenGrantBuilder {
-            token_endpoint: token_endpoint.into(),
-            client_id: None,
-            client_secret: None,
-            auth: None,
-            scope: None,
-            settings: EndpointSettings::default(),
-        }
+        GrantBuilder::new(token_endpoint.into())
     }
 
     /// The token endpoint this grant posts to.
     pub fn token_endpoint(&self) -> &Url {
-        &self.endpoint
+        &self.client.token_endpoint
     }
 
-    fn request(&self, refresh_token: &str) -> reqwest::RequestBuilder {
-        let mut form: Vec<(&str, &str)> = vec![
+    fn form<'a>(&'a self, refresh_token: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
         }
-        let mut request = self
-            .http
-            .post(self.endpoint.clone())
-            .header(http::header::ACCEPT, "application/json");
-        match (self.auth, &self.client_secret) {
-            (ClientAuth::ClientSecretBasic, Some(secret)) => {
-                // RFC 6749 §2.3.1: each part is form-encoded before reqwest joins and
-                // base64-encodes them; reqwest marks the header sensitive.
-                request = request.basic_auth(
-                    form_encode(&self.client_id),
-                    Some(form_encode(secret.secret())),
-                );
-            }
-            (ClientAuth::ClientSecretPost, Some(secret)) => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", secret.secret()));
-            }
-            _ => form.push(("client_id", &self.client_id)),
-        }
-        request.form(&form)
+        form
     }
 }
 
-fn form_encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+impl GrantBuilder<RefreshTokenGrant> {
+    /// Checks the configuration and builds the grant.
+    pub fn build(self) -> Result<RefreshTokenGrant, ConfigError> {
+        Ok(RefreshTokenGrant {
+            client: self.client()?,
+            scope: self.scope,
+        })
+    }
 }
 
 impl std::fmt::Debug for RefreshTokenGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshTokenGrant")
-            .field("endpoint", &self.endpoint.as_str())
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("auth", &self.auth)
+            .field("client", &self.client)
             .field("scope", &self.scope)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -122,108 +95,32 @@ impl TokenRefresher for RefreshTokenGrant {
             });
         };
         let secret = refresh_token.secret();
-        let (status, body) = endpoint::send(self.request(secret), self.max_response_bytes).await?;
-        let client_secret = self.client_secret.as_ref().map_or("", |s| s.secret());
-        response::classify(key, status, &body, &[secret, client_secret])
-    }
-}
-
-/// Configures a [`RefreshTokenGrant`].
-#[derive(Debug)]
-#[must_use]
-pub struct RefreshTokenGrantBuilder {
-    token_endpoint: String,
-    client_id: Option<String>,
-    client_secret: Option<ClientSecret>,
-    auth: Option<ClientAuth>,
-    scope: Option<String>,
-    settings: EndpointSettings,
-}
-
-impl RefreshTokenGrantBuilder {
-    /// The client id (required).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
-        self
+        self.client
+            .request_tokens(key, self.form(secret), secret)
+            .await
     }
 
-    /// The client secret of a confidential client. Sent with HTTP Basic unless
-    /// [`client_auth`](Self::client_auth) says otherwise.
-    pub fn client_secret(mut self, secret: ClientSecret) -> Self {
-        self.client_secret = Some(secret);
-        self
-    }
-
-    /// How to authenticate to the token endpoint. Defaults to
-    /// [`ClientAuth::ClientSecretBasic`] when a secret is set, [`ClientAuth::None`] otherwise.
-    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
-        self.auth = Some(auth);
-        self
-    }
-
-    /// A scope to request on refresh. Leave it unset to keep the scope originally granted
-    /// (RFC 6749 §6); it must not be wider than that.
-    pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = Some(scope.into());
-        self
-    }
-
-    /// Total time allowed for one token request, body included (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
-    }
-
-    /// Time allowed to connect to the token endpoint (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// Largest token response accepted, in bytes (default 1 MiB).
-    pub fn max_response_bytes(mut self, limit: usize) -> Self {
-        self.settings.max_response_bytes = limit;
-        self
-    }
-
-    /// Allows a plain `http` token endpoint on a loopback host (`127.0.0.1`, `[::1]`,
-    /// `localhost`), for tests and demos. Never use it in production: tokens would travel
-    /// unencrypted.
-    pub fn danger_allow_http_loopback(mut self) -> Self {
-        self.settings.allow_http_loopback = true;
-        self
-    }
-
-    /// Checks the configuration and builds the grant.
-    pub fn build(self) -> Result<RefreshTokenGrant, ConfigError> {
-        let endpoint = self.settings.endpoint_url(&self.token_endpoint)?;
-        let client_id = self.client_id.ok_or(ConfigError::Missing("client_id"))?;
-        if client_id.is_empty() {
-            return Err(ConfigError::EmptyClientId);
+    async fn revoke(&self, key: &TokenKey, tokens: &TokenSet) -> Result<(), Error> {
+        match tokens.refresh_token() {
+            // RFC 7009 §2.1: revoking the refresh token also ends the grant's access tokens.
+            Some(refresh) => {
+                self.client
+                    .revoke(key, refresh.secret(), "refresh_token")
+                    .await
+            }
+            None => {
+                let access = tokens.access_token().secret();
+                self.client.revoke(key, access, "access_token").await
+            }
         }
-        let auth = match (self.auth, &self.client_secret) {
-            (Some(auth), _) => auth,
-            (None, Some(_)) => ClientAuth::ClientSecretBasic,
-            (None, None) => ClientAuth::None,
-        };
-        if auth != ClientAuth::None && self.client_secret.is_none() {
-            return Err(ConfigError::Missing("client_secret"));
-        }
-        Ok(RefreshTokenGrant {
-            endpoint,
-            client_id,
-            client_secret: self.client_secret,
-            auth,
-            scope: self.scope,
-            max_response_bytes: self.settings.max_response_bytes,
-            http: self.settings.client()?,
-        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::ClientSecret;
+    use crate::ClientAuth;
     use base64::Engine;
 
     #[test]
@@ -233,7 +130,11 @@ mod tests {
             .client_secret(ClientSecret::new("s e/c+r%t"))
             .build()
             .unwrap();
-        let request = grant.request("rt").build().unwrap();
+        let request = grant
+            .client
+            .post(grant.token_endpoint(), grant.form("rt"))
+            .build()
+            .unwrap();
         let header = request.headers()[http::header::AUTHORIZATION].clone();
         assert!(header.is_sensitive());
         let encoded = header

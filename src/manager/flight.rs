@@ -174,6 +174,10 @@ impl Inner {
                 }
                 adopted
             }
+            // Nothing usable stored, but the grant can mint tokens (client credentials).
+            (None, _) if self.refresher.obtains_without_tokens() => {
+                return self.refresh(slot, None, stored_generation).await;
+            }
             // Our tokens were persisted and the record is gone: logged out elsewhere, or the
             // grant died in another process.
             (None, Some(_)) => {
@@ -215,7 +219,7 @@ impl Inner {
         {
             return Err(backoff.error.clone());
         }
-        self.refresh(slot, &base, stored_generation).await
+        self.refresh(slot, Some(&base), stored_generation).await
     }
 
     /// Calls the token endpoint, persists, publishes. `stored` is the generation the store
@@ -223,22 +227,24 @@ impl Inner {
     async fn refresh(
         self: &Arc<Self>,
         slot: &Arc<KeySlot>,
-        base: &ActiveToken,
+        base: Option<&ActiveToken>,
         stored: Option<u64>,
     ) -> Outcome {
         let key = &slot.key;
         let sent_at = SystemTime::now();
         let started = Instant::now();
-        let response = match self.refresher.refresh(key, Some(&base.tokens)).await {
+        let current = base.map(|base| &base.tokens);
+        let response = match self.refresher.refresh(key, current).await {
             Ok(response) => response,
             Err(error) => return self.refresh_failed(slot, base, error).await,
         };
         *lock(&slot.backoff) = None;
         let rotated = response.refresh_token.is_some();
-        let next = Arc::new(ActiveToken::new(
-            base.tokens.next(response, sent_at),
-            self.config.leeway,
-        )?);
+        let next = match current {
+            Some(current) => current.next(response, sent_at),
+            None => TokenSet::from_response(response, sent_at, stored.unwrap_or(0) + 1),
+        };
+        let next = Arc::new(ActiveToken::new(next, self.config.leeway)?);
         // Persist before publish: waiters are released only after the save was attempted,
         // and a failed save keeps the new tokens in memory.
         let published = match self.persist(slot, &next, stored).await {
@@ -262,7 +268,12 @@ impl Inner {
 
     /// Records a failed refresh and returns what every waiter gets: the error, or newer tokens
     /// another process stored.
-    async fn refresh_failed(&self, slot: &KeySlot, base: &ActiveToken, error: Error) -> Outcome {
+    async fn refresh_failed(
+        &self,
+        slot: &KeySlot,
+        base: Option<&ActiveToken>,
+        error: Error,
+    ) -> Outcome {
         let key = &slot.key;
         if !error.is_reauthorization_required() {
             if !error.is_transient() {
@@ -286,7 +297,7 @@ impl Inner {
         }
         // R26: the grant is dead, unless another process rotated past us meanwhile.
         if let Ok(Some(stored)) = self.store.load(key).await {
-            if stored.generation() != base.generation() {
+            if base.is_none_or(|base| stored != base.tokens) {
                 tracing::debug!(%key, "invalid_grant, but the store holds newer tokens");
                 return self.adopt(slot, stored);
             }

@@ -68,7 +68,7 @@ async fn d1_d2_500_requests_rejected_with_401_share_one_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r26_invalid_grant_reaches_every_waiter_and_stops_all_token_calls() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let api_server = &server.server;
+    let api_server = server.mock_server();
     // A dedicated token endpoint that always answers invalid_grant, called exactly once.
     let dead = wiremock::MockServer::start().await;
     Mock::given(method("POST"))

@@ -2,7 +2,9 @@
 //! Test names cite the REQUIREMENTS rule they prove (R* normative, D* derived).
 
 mod auth_server;
+mod client_credentials;
 mod concurrency;
+mod discovery;
 mod errors;
 #[cfg(feature = "file")]
 mod file_store;
@@ -13,6 +15,7 @@ mod redis_store;
 mod refresh;
 #[cfg(feature = "retry")]
 mod retry;
+mod revocation;
 mod secrets;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_store;

@@ -122,7 +122,7 @@ async fn d2_a_late_401_for_an_older_token_triggers_no_second_refresh() {
     // `/api/slow` answers after a delay, so its 401 for the first token arrives after the
     // other request already refreshed. Whatever the timing, only one refresh is allowed.
     server
-        .server
+        .mock_server()
         .register(
             wiremock::Mock::given(wiremock::matchers::path("/api/slow"))
                 .and(wiremock::matchers::header("authorization", "Bearer at-1"))

@@ -23,7 +23,7 @@ fn retry() -> RetryTransientMiddleware<ExponentialBackoff, TokenRefreshRetryable
 async fn a_transient_token_endpoint_failure_is_retried_by_reqwest_retry() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     server
-        .server
+        .mock_server()
         .register(
             Mock::given(method("POST"))
                 .and(wiremock::matchers::path("/token"))

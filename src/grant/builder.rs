@@ -1,0 +1,143 @@
+//! The builder shared by the built-in grants.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::client::OAuthClient;
+use super::endpoint::{ClientAuth, EndpointSettings};
+use crate::error::ConfigError;
+use crate::secret::ClientSecret;
+
+/// Configures a built-in grant ([`RefreshTokenGrant`](crate::RefreshTokenGrant) or
+/// [`ClientCredentialsGrant`](crate::ClientCredentialsGrant)); `G` is the grant it builds.
+#[must_use]
+pub struct GrantBuilder<G> {
+    token_endpoint: String,
+    revocation_endpoint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<ClientSecret>,
+    auth: Option<ClientAuth>,
+    pub(super) scope: Option<String>,
+    settings: EndpointSettings,
+    grant: PhantomData<fn() -> G>,
+}
+
+impl<G> std::fmt::Debug for GrantBuilder<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantBuilder")
+            .field("token_endpoint", &self.token_endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G> GrantBuilder<G> {
+    pub(super) fn new(token_endpoint: String) -> Self {
+        Self {
+            token_endpoint,
+            revocation_endpoint: None,
+            client_id: None,
+            client_secret: None,
+            auth: None,
+            scope: None,
+            settings: EndpointSettings::default(),
+            grant: PhantomData,
+        }
+    }
+
+    /// The client id (required).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The client secret of a confidential client. Sent with HTTP Basic unless
+    /// [`client_auth`](Self::client_auth) says otherwise.
+    pub fn client_secret(mut self, secret: ClientSecret) -> Self {
+        self.client_secret = Some(secret);
+        self
+    }
+
+    /// How to authenticate to the authorization server. Defaults to
+    /// [`ClientAuth::ClientSecretBasic`] when a secret is set, [`ClientAuth::None`] otherwise.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The scope to request. For the refresh_token grant leave it unset to keep the scope
+    /// originally granted (RFC 6749 §6); it must not be wider than that.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The RFC 7009 revocation endpoint, used by
+    /// [`TokenManager::revoke`](crate::TokenManager::revoke) on logout.
+    pub fn revocation_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.revocation_endpoint = Some(url.into());
+        self
+    }
+
+    /// Total time allowed for one request, body included (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// Time allowed to connect (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest response accepted, in bytes (default 1 MiB).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.settings.max_response_bytes = limit;
+        self
+    }
+
+    /// Allows plain `http` endpoints on a loopback host (`127.0.0.1`, `[::1]`, `localhost`),
+    /// for tests and demos. Never use it in production: tokens would travel unencrypted.
+    pub fn danger_allow_http_loopback(mut self) -> Self {
+        self.settings.allow_http_loopback = true;
+        self
+    }
+
+    /// Checks the shared settings and builds the client.
+    pub(super) fn client(&self) -> Result<OAuthClient, ConfigError> {
+        let token_endpoint = self.settings.endpoint_url(&self.token_endpoint)?;
+        let revocation_endpoint = self
+            .revocation_endpoint
+            .as_deref()
+            .map(|url| self.settings.endpoint_url(url))
+            .transpose()?;
+        let client_id = self
+            .client_id
+            .clone()
+            .ok_or(ConfigError::Missing("client_id"))?;
+        if client_id.is_empty() {
+            return Err(ConfigError::EmptyClientId);
+        }
+        let auth = match (self.auth, &self.client_secret) {
+            (Some(auth), _) => auth,
+            (None, Some(_)) => ClientAuth::ClientSecretBasic,
+            (None, None) => ClientAuth::None,
+        };
+        if auth != ClientAuth::None && self.client_secret.is_none() {
+            return Err(ConfigError::Missing("client_secret"));
+        }
+        Ok(OAuthClient {
+            token_endpoint,
+            revocation_endpoint,
+            client_id,
+            client_secret: self.client_secret.clone(),
+            auth,
+            max_response_bytes: self.settings.max_response_bytes,
+            http: self.settings.client()?,
+        })
+    }
+}
