@@ -12,6 +12,25 @@ use crate::store::StoreError;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
+    /// A call to the token endpoint is starting.
+    RefreshStarted {
+        /// The key refreshed.
+        key: TokenKey,
+        /// The generation being replaced (`None`: the key had no tokens).
+        generation: Option<u64>,
+    },
+    /// A caller joined a refresh already in flight instead of starting one.
+    Coalesced {
+        /// The key.
+        key: TokenKey,
+    },
+    /// The store's cross-process lock was taken.
+    LockAcquired {
+        /// The key.
+        key: TokenKey,
+        /// How long taking it took (waiting for another process included).
+        waited: Duration,
+    },
     /// The token endpoint issued new tokens.
     Refreshed {
         /// The key refreshed.
@@ -66,6 +85,13 @@ pub(crate) type EventHook = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
 
 pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
     match &event {
+        Event::RefreshStarted { key, generation } => {
+            tracing::debug!(%key, ?generation, "token refresh started")
+        }
+        Event::Coalesced { key } => tracing::trace!(%key, "joined a refresh in flight"),
+        Event::LockAcquired { key, waited } => {
+            tracing::trace!(%key, ?waited, "store lock acquired")
+        }
         Event::Refreshed {
             key,
             generation,

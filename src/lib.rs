@@ -67,6 +67,13 @@
 //! - **Transient failures** (5xx, 429, timeouts) are [`Error::Transient`]; with the `retry`
 //!   feature, `TokenRefreshRetryableStrategy` makes `reqwest-retry` retry them.
 //!
+//! # Beyond refresh tokens
+//!
+//! [`ClientCredentialsGrant`] for machine-to-machine tokens, [`Discovery`] for RFC 8414 /
+//! OpenID Connect metadata, [`TokenManager::revoke`] for logout (RFC 7009), and
+//! [`TokenManager::set_tokens`] to hand fresh tokens over after a re-login. Every state change
+//! is an [`Event`] for your hook and a `tracing` event (never with a secret).
+//!
 //! # Errors
 //!
 //! The middleware returns [`Error`] inside [`reqwest_middleware::Error::Middleware`]; see
@@ -77,6 +84,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
+//! | `test-util` | [`test_util`]`::MockAuthorizationServer`, a fault-injecting mock server for your tests |
 //! | `file` | `FileTokenStore`: a private JSON file shared by the processes of one machine (unix) |
 //! | `encryption` | `EncryptionKey` and `KeyRing`, sealing token sets at rest |
 //! | `redis` | `RedisTokenStore`: sealed records with TTL, a lease lock and conditional writes |

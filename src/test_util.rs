@@ -130,6 +130,15 @@ impl MockAuthorizationServer {
         this.server.register(token).await;
         this.server
             .register(
+                Mock::given(method("POST"))
+                    .and(path("/revoke"))
+                    .respond_with(Revocation {
+                        grant: Arc::clone(&this.grant),
+                    }),
+            )
+            .await;
+        this.server
+            .register(
                 Mock::given(path_regex("^/api/.*")).respond_with(ProtectedApi {
                     grant: Arc::clone(&this.grant),
                 }),
@@ -187,6 +196,11 @@ impl MockAuthorizationServer {
     /// The token endpoint URL.
     pub fn token_url(&self) -> String {
         format!("{}/token", self.server.uri())
+    }
+
+    /// The RFC 7009 revocation endpoint URL: revoking a refresh token revokes its grant.
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.server.uri())
     }
 
     /// A URL of the protected API.
@@ -328,6 +342,28 @@ impl Respond for TokenEndpoint {
 
 fn oauth_error(code: &str) -> ResponseTemplate {
     ResponseTemplate::new(400).set_body_json(serde_json::json!({ "error": code }))
+}
+
+struct Revocation {
+    grant: Arc<Mutex<Grant>>,
+}
+
+impl Respond for Revocation {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let token = url::form_urlencoded::parse(&request.body)
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        let mut grant = self.grant.lock().unwrap();
+        if let Some(family) = grant.family_of(&token) {
+            grant.families[family].revoke();
+        }
+        for family in &mut grant.families {
+            family.access.remove(&token);
+        }
+        // RFC 7009 §2.2: 200 also for a token the server does not know.
+        ResponseTemplate::new(200)
+    }
 }
 
 struct ProtectedApi {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tracing::Instrument;
 
 use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen};
 use crate::error::{Error, ReauthorizationReason};
@@ -71,10 +72,15 @@ impl Inner {
                     _ => {}
                 }
                 match &*flight {
-                    Some(running) => (
-                        running.outcome.clone(),
-                        running.trigger == trigger || trigger == Trigger::Due,
-                    ),
+                    Some(running) => {
+                        self.emit(Event::Coalesced {
+                            key: slot.key.clone(),
+                        });
+                        (
+                            running.outcome.clone(),
+                            running.trigger == trigger || trigger == Trigger::Due,
+                        )
+                    }
                     None => {
                         let started = self.start_flight(slot, seen.clone(), trigger);
                         let outcome = started.outcome.clone();
@@ -101,13 +107,17 @@ impl Inner {
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(self);
         let task_slot = Arc::clone(slot);
-        let task = tokio::spawn(async move {
-            let _clear = ClearFlight {
-                slot: Arc::clone(&task_slot),
-                id,
-            };
-            inner.run_flight(&task_slot, seen, trigger).await
-        });
+        let span = tracing::debug_span!("token_flight", key = %slot.key, ?trigger);
+        let task = tokio::spawn(
+            async move {
+                let _clear = ClearFlight {
+                    slot: Arc::clone(&task_slot),
+                    id,
+                };
+                inner.run_flight(&task_slot, seen, trigger).await
+            }
+            .instrument(span),
+        );
         let outcome = async move { task.await.unwrap_or(Err(Error::RefreshAborted)) }
             .boxed()
             .shared();
@@ -126,8 +136,13 @@ impl Inner {
         trigger: Trigger,
     ) -> Outcome {
         let key = &slot.key;
+        let waiting = Instant::now();
         let _writer = slot.writer.lock().await;
         let _lock = self.store.lock(key).await.map_err(Error::Store)?;
+        self.emit(Event::LockAcquired {
+            key: key.clone(),
+            waited: waiting.elapsed(),
+        });
         let stored = self.store.load(key).await.map_err(Error::Store)?;
         let mut stored_generation = stored.as_ref().map(TokenSet::generation);
         let memory = match &**slot.state.load() {
@@ -234,6 +249,10 @@ impl Inner {
         let sent_at = SystemTime::now();
         let started = Instant::now();
         let current = base.map(|base| &base.tokens);
+        self.emit(Event::RefreshStarted {
+            key: key.clone(),
+            generation: current.map(TokenSet::generation),
+        });
         let response = match self.refresher.refresh(key, current).await {
             Ok(response) => response,
             Err(error) => return self.refresh_failed(slot, base, error).await,

@@ -12,7 +12,7 @@ use crate::helpers::{client, token_error};
 fn middleware(server: &AuthServer) -> TokenRefreshMiddleware {
     let grant = RefreshTokenGrant::builder(server.token_url())
         .client_id("c")
-        .revocation_endpoint(format!("{}/revoke", server.uri()))
+        .revocation_endpoint(server.revocation_url())
         .danger_allow_http_loopback()
         .build()
         .unwrap();
@@ -52,7 +52,8 @@ async fn r64_r65_logout_revokes_the_newest_refresh_token_and_forgets_it() {
                 .and(body_string_contains(format!("token={newest}").as_str()))
                 .and(body_string_contains("token_type_hint=refresh_token"))
                 .respond_with(ResponseTemplate::new(200))
-                .expect(1),
+                .expect(1)
+                .with_priority(1),
         )
         .await;
     manager.revoke(&key).await.unwrap();
@@ -77,7 +78,8 @@ async fn r67_a_503_keeps_the_tokens_so_revocation_can_be_retried() {
         .register(
             Mock::given(path("/revoke"))
                 .respond_with(ResponseTemplate::new(503))
-                .expect(1),
+                .expect(1)
+                .with_priority(1),
         )
         .await;
     let error = manager.revoke(&key).await.unwrap_err();

@@ -1,0 +1,140 @@
+// cargo run --example custom_store
+//
+// Keeping tokens somewhere this crate does not cover: implement `TokenStore`. This one keeps
+// each key's token set as a JSON document in a directory, one file per key, and shows the
+// contract every store must honour:
+//
+// - `load`: `Ok(None)` only when nothing is stored; unreadable data is an error.
+// - `save`: conditional on the stored generation (`expected`); otherwise `Conflict` with
+//   what is stored now.
+// - `lock`: an exclusive section across processes while a key is refreshed (here an
+//   in-process lock: this store is for one process; see FileTokenStore for a shared one).
+//
+// (Not crash-safe on purpose, to stay short: use FileTokenStore, feature `file`, for real.)
+
+// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
+#[path = "../src/test_util.rs"]
+mod test_util;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest_middleware::ClientBuilder;
+use reqwest_token_refresh::{
+    RefreshTokenGrant, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenKey,
+    TokenRefreshMiddleware, TokenSet, TokenStore,
+};
+use test_util::MockAuthorizationServer;
+
+/// One JSON file per key in a directory.
+struct DirectoryStore {
+    dir: PathBuf,
+    locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl DirectoryStore {
+    fn path(&self, key: &TokenKey) -> PathBuf {
+        // Key names are ours here; a real store would escape or hash them.
+        self.dir.join(format!("{}.json", key.as_str()))
+    }
+}
+
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, "token directory unreadable").with_source(error)
+}
+
+#[async_trait]
+impl TokenStore for DirectoryStore {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+        match tokio::fs::read(self.path(key)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+                StoreError::new(StoreErrorKind::Corrupt, "token file is not a token set")
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error(error)),
+        }
+    }
+
+    async fn save(
+        &self,
+        key: &TokenKey,
+        tokens: &TokenSet,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, StoreError> {
+        let current = self.load(key).await?;
+        if current.as_ref().map(TokenSet::generation) != expected {
+            return Ok(SaveOutcome::Conflict { current });
+        }
+        let json = serde_json::to_vec(tokens)
+            .map_err(|_| StoreError::new(StoreErrorKind::Other, "cannot encode tokens"))?;
+        tokio::fs::write(self.path(key), json)
+            .await
+            .map_err(io_error)?;
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io_error(error)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
+        let lock = Arc::clone(
+            self.locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key.clone())
+                .or_default(),
+        );
+        Ok(StoreLock::new(lock.lock_owned().await))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("custom-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let server = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
+    let grant = RefreshTokenGrant::builder(server.token_url())
+        .client_id("demo-client")
+        .danger_allow_http_loopback()
+        .build()?;
+    let middleware = TokenRefreshMiddleware::builder(grant)
+        .allow_origin(server.uri())
+        .danger_allow_http_loopback()
+        .store(DirectoryStore {
+            dir: dir.clone(),
+            locks: Mutex::default(),
+        })
+        .build()?;
+    let manager = middleware.manager().clone();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    let key = TokenKey::new("alice");
+    manager
+        .set_tokens(&key, server.issue_expired_grant())
+        .await?;
+    let response = client
+        .get(server.api_url("me"))
+        .with_extension(key.clone())
+        .send()
+        .await?;
+    let stored: TokenSet = serde_json::from_slice(&std::fs::read(dir.join("alice.json"))?)?;
+    println!("status:                {}", response.status());
+    println!(
+        "stored generation:     {} (the rotated set)",
+        stored.generation()
+    );
+    println!("token requests:        {}", server.refresh_calls());
+    std::fs::remove_dir_all(&dir)?;
+    if !response.status().is_success() || stored.generation() != 2 {
+        return Err("expected the rotated tokens to be stored".into());
+    }
+    Ok(())
+}
