@@ -84,7 +84,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
-//! | `test-util` | [`test_util`]`::MockAuthorizationServer`, a fault-injecting mock server for your tests |
+//! | `test-util` | `test_util::MockAuthorizationServer`, a fault-injecting mock server for your tests |
 //! | `file` | `FileTokenStore`: a private JSON file shared by the processes of one machine (unix) |
 //! | `encryption` | `EncryptionKey` and `KeyRing`, sealing token sets at rest |
 //! | `redis` | `RedisTokenStore`: sealed records with TTL, a lease lock and conditional writes |
