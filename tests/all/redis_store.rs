@@ -454,3 +454,93 @@ async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
     );
     assert_eq!(server.refresh_calls(), (ROUNDS - 1) as u64);
 }
+
+/// A private Redis server this test can stop, or `None` (skipped) without `redis-server`
+/// outside CI.
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap();
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipping: cannot start redis-server ({error})");
+                return None;
+            }
+            Err(error) => panic!("redis-server is required in CI: {error}"),
+        };
+        // Bounded wait for the port to answer (startup, not correctness).
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn redis_down_keeps_valid_tokens_working_and_fails_refreshes_without_a_token_call() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(unique_prefix())
+        .lock_timeout(Duration::from_secs(1))
+        .connect(&redis.url)
+        .await
+        .unwrap();
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let (client, manager) = client(
+        builder(&server)
+            .store(store)
+            .rejection_cooldown(Duration::ZERO)
+            .build()
+            .unwrap(),
+    );
+    manager
+        .set_tokens(&TokenKey::default(), server.issue_grant())
+        .await
+        .unwrap();
+    redis.stop();
+    // Valid token: served from memory, Redis is never needed.
+    for _ in 0..5 {
+        let response = client.get(server.api_url("me")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // A refresh needs the lock: a typed transient error, and the refresh token is not sent.
+    server.reject_current_access_tokens();
+    let error = client.get(server.api_url("me")).send().await.unwrap_err();
+    let error = crate::helpers::token_error(&error);
+    assert!(error.is_transient(), "{error}");
+    assert!(matches!(error, Error::Store(_)));
+    assert_eq!(server.refresh_calls(), 0);
+    assert_eq!(server.reuse_detections(), 0);
+}
