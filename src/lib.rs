@@ -107,6 +107,10 @@
 // into the test binaries and examples.
 extern crate self as reqwest_token_refresh;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 mod classify;
 mod discovery;
 mod error;

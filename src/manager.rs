@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 
 use crate::error::Error;
@@ -193,6 +193,9 @@ struct Inner {
     refresher: Arc<dyn TokenRefresher>,
     config: ManagerConfig,
     keys: RwLock<HashMap<TokenKey, Arc<KeySlot>>>,
+    /// The first key ever used, read without the map's lock: most clients use one key, and
+    /// the map's reader count is a cache line every request on every core would write.
+    first: ArcSwapOption<KeySlot>,
     next_flight_id: AtomicU64,
     /// `initial` is used at most once per manager: never to resurrect a logged-out key.
     initial_used: std::sync::atomic::AtomicBool,
@@ -233,6 +236,7 @@ impl TokenManager {
                 refresher,
                 config,
                 keys: RwLock::new(HashMap::new()),
+                first: ArcSwapOption::empty(),
                 next_flight_id: AtomicU64::new(0),
                 initial_used: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -339,6 +343,9 @@ impl TokenManager {
         &self,
         key: &TokenKey,
     ) -> Result<Arc<ActiveToken>, Error> {
+        if let Some(token) = self.inner.current_token(key) {
+            return Ok(token);
+        }
         let slot = self.inner.slot(key);
         let state = slot.state.load_full();
         let current = match &*state {
@@ -402,14 +409,37 @@ impl TokenManager {
 }
 
 impl Inner {
+    /// The hot path: the key's token if it is loaded and not due, read under the map's shared
+    /// lock without cloning the slot or the state (one reference count: the token's).
+    fn current_token(&self, key: &TokenKey) -> Option<Arc<ActiveToken>> {
+        let usable = |slot: &KeySlot| match &**slot.state.load() {
+            KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
+                Some(Arc::clone(token))
+            }
+            _ => None,
+        };
+        if let Some(first) = &*self.first.load() {
+            if first.key == *key {
+                return usable(first);
+            }
+        }
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        usable(keys.get(key)?)
+    }
+
     fn slot(&self, key: &TokenKey) -> Arc<KeySlot> {
         if let Some(slot) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key) {
             return Arc::clone(slot);
         }
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
+        let slot = Arc::clone(
             keys.entry(key.clone())
                 .or_insert_with(|| Arc::new(KeySlot::new(key.clone()))),
-        )
+        );
+        // Slots are never removed from the map, so the first one stays valid for good.
+        if keys.len() == 1 {
+            self.first.store(Some(Arc::clone(&slot)));
+        }
+        slot
     }
 }

@@ -1,5 +1,6 @@
 //! The `reqwest-middleware` integration: inject → send → classify → refresh once → replay once.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +51,32 @@ impl TokenRefreshMiddleware {
         &self.manager
     }
 
-    fn applies_to(&self, url: &Url) -> bool {
-        let origin = url.origin();
-        self.origins.contains(&origin)
+    /// The index of the allowed origin `url` belongs to, if any.
+    fn allowed_origin(&self, url: &Url) -> Option<usize> {
+        self.origins
+            .iter()
+            .position(|origin| same_origin(url, origin))
     }
+}
+
+/// `url.origin() == *origin`, without the two allocations `Url::origin` makes: this runs on
+/// every request (and every response).
+fn same_origin(url: &Url, origin: &url::Origin) -> bool {
+    let url::Origin::Tuple(scheme, host, port) = origin else {
+        return false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        // Other schemes have opaque or nested origins; leave them to the url crate.
+        return url.origin() == *origin;
+    }
+    url.scheme() == scheme
+        && url.port_or_known_default() == Some(*port)
+        && match (url.host(), host) {
+            (Some(url::Host::Domain(a)), url::Host::Domain(b)) => a == b,
+            (Some(url::Host::Ipv4(a)), url::Host::Ipv4(b)) => a == *b,
+            (Some(url::Host::Ipv6(a)), url::Host::Ipv6(b)) => a == *b,
+            _ => false,
+        }
 }
 
 impl std::fmt::Debug for TokenRefreshMiddleware {
@@ -82,13 +105,15 @@ impl Middleware for TokenRefreshMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         // R40: tokens go to the allowed origins only; R29: a caller's own header is respected.
-        if !self.applies_to(request.url()) || request.headers().contains_key(AUTHORIZATION) {
-            return next.run(request, extensions).await;
-        }
-        let key = extensions
-            .get::<TokenKey>()
-            .cloned()
-            .unwrap_or_else(|| self.default_key.clone());
+        let origin = match self.allowed_origin(request.url()) {
+            Some(origin) if !request.headers().contains_key(AUTHORIZATION) => origin,
+            _ => return next.run(request, extensions).await,
+        };
+        // Borrowed for the default key: no reference count shared by every request to bump.
+        let key = match extensions.get::<TokenKey>() {
+            Some(key) => Cow::Owned(key.clone()),
+            None => Cow::Borrowed(&self.default_key),
+        };
         let token = self
             .manager
             .token_for_request(&key)
@@ -96,14 +121,15 @@ impl Middleware for TokenRefreshMiddleware {
             .map_err(reqwest_middleware::Error::middleware)?;
         // D11: only a request whose body can be cloned is replayed.
         let replay = request.try_clone();
-        let origin = request.url().origin();
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.header().clone());
         let response = next.clone().run(request, extensions).await?;
 
         // D12: a 401 from another origin (after a redirect) says nothing about our token.
-        if response.url().origin() != origin || !self.rejection.is_token_rejected(&response) {
+        if !same_origin(response.url(), &self.origins[origin])
+            || !self.rejection.is_token_rejected(&response)
+        {
             return Ok(response);
         }
         let Some(mut replay) = replay else {

@@ -316,7 +316,7 @@ impl Inner {
         }
         // R26: the grant is dead, unless another process rotated past us meanwhile.
         if let Ok(Some(stored)) = self.store.load(key).await {
-            if base.is_none_or(|base| stored != base.tokens) {
+            if self.store_supersedes(slot, base, &stored) {
                 tracing::debug!(%key, "invalid_grant, but the store holds newer tokens");
                 return self.adopt(slot, stored);
             }
@@ -331,6 +331,23 @@ impl Inner {
             _ => ReauthorizationReason::NoTokens,
         };
         Err(self.reauthorize(slot, reason))
+    }
+
+    /// Whether `stored` replaces the `base` we refreshed from: a newer generation, or (when
+    /// `base` was saved) any other set, such as a new login elsewhere that restarted
+    /// generations. While `base` is unsaved, an older stored set is our own consumed parent and
+    /// must never come back (INV-1, INV-5).
+    fn store_supersedes(
+        &self,
+        slot: &KeySlot,
+        base: Option<&ActiveToken>,
+        stored: &TokenSet,
+    ) -> bool {
+        let Some(base) = base else { return true };
+        if stored.generation() > base.generation() {
+            return true;
+        }
+        *stored != base.tokens && slot.unpersisted() != Some(base.generation())
     }
 
     /// Publishes a token set found in the store.

@@ -8,7 +8,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client, client_with_tokens, token_error};
+use crate::helpers::{builder, builder_for, client, client_with_tokens, token_error};
 
 const CONCURRENT: usize = 500;
 
@@ -81,15 +81,8 @@ async fn r26_invalid_grant_reaches_every_waiter_and_stops_all_token_calls() {
         .expect(1)
         .mount(&dead)
         .await;
-    let grant = reqwest_token_refresh::RefreshTokenGrant::builder(format!("{}/token", dead.uri()))
-        .client_id("c")
-        .danger_allow_http_loopback()
-        .build()
-        .unwrap();
     let (client, manager) = client(
-        reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
-            .allow_origin(api_server.uri())
-            .danger_allow_http_loopback()
+        builder_for(&format!("{}/token", dead.uri()), &api_server.uri())
             .build()
             .unwrap(),
     );

@@ -11,13 +11,19 @@ use crate::auth_server::AuthServer;
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.
 pub fn builder(server: &AuthServer) -> TokenRefreshMiddlewareBuilder {
-    let grant = RefreshTokenGrant::builder(server.token_url())
+    builder_for(&server.token_url(), &server.uri())
+}
+
+/// A middleware builder for a public client of the token endpoint `token_url`, allowed to
+/// send tokens to `origin` (both on loopback).
+pub fn builder_for(token_url: &str, origin: &str) -> TokenRefreshMiddlewareBuilder {
+    let grant = RefreshTokenGrant::builder(token_url)
         .client_id("test-client")
         .danger_allow_http_loopback()
         .build()
         .expect("valid grant");
     TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
+        .allow_origin(origin)
         .danger_allow_http_loopback()
 }
 

@@ -7,7 +7,7 @@ use wiremock::matchers::{header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client, client_with_tokens};
+use crate::helpers::{builder, builder_for, client, client_with_tokens};
 
 #[tokio::test]
 async fn r30_injects_the_bearer_token_into_allowed_origin_requests() {
@@ -51,14 +51,7 @@ async fn r29_keeps_an_authorization_header_set_by_the_caller() {
         .expect(1)
         .mount(&api)
         .await;
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
-        .danger_allow_http_loopback()
-        .build()
-        .unwrap();
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(api.uri())
-        .danger_allow_http_loopback()
+    let middleware = builder_for(&server.token_url(), &api.uri())
         .build()
         .unwrap();
     let (client, manager) = client(middleware);
@@ -89,15 +82,8 @@ async fn each_request_uses_the_tokens_of_its_key() {
             .mount(&api)
             .await;
     }
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
-        .danger_allow_http_loopback()
-        .build()
-        .unwrap();
     let (client, manager) = client(
-        TokenRefreshMiddleware::builder(grant)
-            .allow_origin(api.uri())
-            .danger_allow_http_loopback()
+        builder_for(&server.token_url(), &api.uri())
             .build()
             .unwrap(),
     );

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest_token_refresh::{CallbackTokenStore, Event, TokenKey, TokenSet};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client, client_with_tokens, events, wait_for};
+use crate::helpers::{builder, builder_for, client, client_with_tokens, events, wait_for};
 
 #[tokio::test]
 async fn refreshes_proactively_before_expiry() {
@@ -47,15 +47,8 @@ async fn d10_a_401_to_the_replay_is_returned_not_retried() {
         .expect(5)
         .mount(&api)
         .await;
-    let grant = reqwest_token_refresh::RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
-        .danger_allow_http_loopback()
-        .build()
-        .unwrap();
     let (client, manager) = client(
-        reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
-            .allow_origin(api.uri())
-            .danger_allow_http_loopback()
+        builder_for(&server.token_url(), &api.uri())
             .build()
             .unwrap(),
     );

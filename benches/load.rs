@@ -1,0 +1,1104 @@
+//! scripts/bench.sh   (= cargo bench --bench load --features file,redis)
+//!
+//! The loopback load program: everything it compares is measured in the same run, and it
+//! prints a markdown table of ratios at the end. It talks to 127.0.0.1 only and bounds every
+//! request count; sizes come from environment variables (see `Config`).
+//!
+//! 1. hot path: a middleware chain ending in a stub (no I/O) with and without the token
+//!    middleware, one thread and every core, plus allocations per request;
+//! 2. end to end: an in-process hyper server hit by a plain `reqwest-middleware` client and by
+//!    the same client with the token middleware, in interleaved batches (ABBA);
+//! 3. storms: concurrent requests on a valid, an expired and a rejected (401) token;
+//! 4. many users: memory per resident key (counting allocator) and lookup time as keys grow;
+//! 5. across processes: the file and Redis stores under a storm from several worker processes
+//!    (this binary re-executed, driven through pipes).
+
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/stub.rs"]
+mod stub;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+use http::Extensions;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_token_refresh::{
+    AccessToken, EncryptionKey, Event, FileTokenStore, KeyRing, MemoryTokenStore, RedisTokenStore,
+    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenRefreshMiddleware, TokenSet,
+    TokenStore,
+};
+
+use server::Server;
+
+// ---------------------------------------------------------------------------------------------
+// A counting allocator: live bytes and allocation count while `COUNTING` is on.
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters are atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` with counting on; returns its result, the live-byte delta and the allocations.
+fn counted<T>(f: impl FnOnce() -> T) -> (T, i64, u64) {
+    let (live, allocations) = (
+        LIVE.load(Ordering::SeqCst),
+        ALLOCATIONS.load(Ordering::SeqCst),
+    );
+    COUNTING.store(true, Ordering::SeqCst);
+    let result = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (
+        result,
+        LIVE.load(Ordering::SeqCst) - live,
+        ALLOCATIONS.load(Ordering::SeqCst) - allocations,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Config {
+    /// Requests per thread per hot-path sample.
+    hot_iters: u64,
+    /// End-to-end: requests per batch, batches per client (ABBA order), concurrency.
+    e2e_batch: usize,
+    e2e_rounds: usize,
+    e2e_concurrency: usize,
+    /// Storm size and repetitions.
+    storm: usize,
+    storm_rounds: usize,
+    /// Simulated latency of the token endpoint.
+    token_delay: Duration,
+    /// Resident keys for the many-users measurement.
+    keys: usize,
+    /// Cross-process: worker processes, concurrent requests per worker, rounds.
+    processes: usize,
+    process_concurrency: usize,
+    process_rounds: usize,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        Self {
+            hot_iters: env_or("RTR_BENCH_HOT_ITERS", 200_000),
+            e2e_batch: env_or("RTR_BENCH_E2E_BATCH", 1_000),
+            e2e_rounds: env_or("RTR_BENCH_E2E_ROUNDS", 40),
+            e2e_concurrency: env_or("RTR_BENCH_E2E_CONCURRENCY", 32),
+            storm: env_or("RTR_BENCH_STORM", 10_000),
+            storm_rounds: env_or("RTR_BENCH_STORM_ROUNDS", 5),
+            token_delay: Duration::from_millis(env_or("RTR_BENCH_TOKEN_DELAY_MS", 20)),
+            keys: env_or("RTR_BENCH_KEYS", 100_000),
+            processes: env_or("RTR_BENCH_PROCESSES", 4),
+            process_concurrency: env_or("RTR_BENCH_PROCESS_CONCURRENCY", 200),
+            process_rounds: env_or("RTR_BENCH_PROCESS_ROUNDS", 3),
+        }
+    }
+}
+
+/// One line of the final table.
+struct Row {
+    name: String,
+    measured: String,
+    ratio: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn row(
+    name: impl Into<String>,
+    measured: impl Into<String>,
+    ratio: impl Into<String>,
+    target: impl Into<String>,
+    pass: Option<bool>,
+) -> Row {
+    Row {
+        name: name.into(),
+        measured: measured.into(),
+        ratio: ratio.into(),
+        target: target.into(),
+        pass,
+    }
+}
+
+fn main() {
+    if let Ok(kind) = std::env::var(WORKER_ENV) {
+        worker(&kind);
+        return;
+    }
+    let config = Config::from_env();
+    // RTR_BENCH_SECTIONS=124 runs sections 1, 2 and 4 only.
+    let sections: String = env_or("RTR_BENCH_SECTIONS", "12345".to_owned());
+    let mut rows = Vec::new();
+    let server = Server::start(config.token_delay);
+    if sections.contains('1') {
+        eprintln!("== 1. hot path");
+        hot_path(&config, &mut rows);
+    }
+    if sections.contains('2') {
+        eprintln!("== 2. end to end");
+        end_to_end(&config, &server, &mut rows);
+    }
+    if sections.contains('3') {
+        eprintln!("== 3. storms");
+        storms(&config, &server, &mut rows);
+    }
+    if sections.contains('4') {
+        eprintln!("== 4. many users");
+        many_users(&config, &mut rows);
+    }
+    if sections.contains('5') {
+        eprintln!("== 5. across processes");
+        across_processes(&config, &server, &mut rows);
+    }
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| benchmark | measured (this run) | ratio | target | |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        let mark = match row.pass {
+            Some(true) => "✓",
+            Some(false) => "✗",
+            None => "",
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.name, row.measured, row.ratio, row.target, mark
+        );
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(env_or("RTR_BENCH_CLIENT_THREADS", 2))
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn opaque_tokens(n: usize, lifetime: Duration) -> TokenSet {
+    // 43 characters: a 256-bit random token in base64url, a common opaque-token size.
+    TokenSet::new(AccessToken::new(format!("{:a<43}", format!("at{n}-"))))
+        .with_refresh_token(RefreshToken::new(format!("{:r<43}", format!("rt{n}-"))))
+        .with_expires_in(lifetime)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Hot path
+
+/// Mean time per request of `iters` requests on each of `threads` threads at once.
+fn stub_ns_per_op(client: &ClientWithMiddleware, threads: usize, iters: u64) -> f64 {
+    let barrier = Arc::new(Barrier::new(threads));
+    let total: Duration = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    let runtime = current_thread();
+                    let request = stub::request();
+                    barrier.wait();
+                    let start = Instant::now();
+                    runtime.block_on(async {
+                        for _ in 0..iters {
+                            let request = request.try_clone().expect("clonable");
+                            black_box(client.execute(request).await.expect("stub"));
+                        }
+                    });
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    total.as_nanos() as f64 / (threads as f64 * iters as f64)
+}
+
+fn hot_path(config: &Config, rows: &mut Vec<Row>) {
+    let middleware = stub::middleware();
+    let manager = middleware.manager().clone();
+    current_thread()
+        .block_on(manager.set_tokens(
+            &TokenKey::default(),
+            opaque_tokens(1, Duration::from_secs(24 * 3600)),
+        ))
+        .expect("set tokens");
+    let (plain, ours) = stub::chains(middleware);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    // Allocations per request, single thread.
+    let runtime = current_thread();
+    let request = stub::request();
+    let mut allocations = [0u64; 2];
+    for (slot, client) in [&plain, &ours].into_iter().enumerate() {
+        runtime
+            .block_on(client.execute(request.try_clone().unwrap()))
+            .unwrap();
+        let (_, _, count) = counted(|| {
+            runtime.block_on(async {
+                for _ in 0..1000 {
+                    black_box(client.execute(request.try_clone().unwrap()).await.unwrap());
+                }
+            })
+        });
+        allocations[slot] = count;
+    }
+    let added_allocations = (allocations[1] as f64 - allocations[0] as f64) / 1000.0;
+
+    for threads in [1, cores] {
+        // Interleaved samples; the median of each.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            a.push(stub_ns_per_op(&plain, threads, config.hot_iters / 5));
+            b.push(stub_ns_per_op(&ours, threads, config.hot_iters / 5));
+        }
+        let (a, b) = (median(&mut a), median(&mut b));
+        eprintln!("  {threads} thread(s): plain chain {a:.0} ns/op, with middleware {b:.0} ns/op");
+        let measured = if threads == 1 {
+            format!(
+                "+{:.0} ns/request ({:.0} → {:.0} ns), +{added_allocations:.1} allocations/request",
+                b - a,
+                a,
+                b
+            )
+        } else {
+            format!("+{:.0} ns/request ({:.0} → {:.0} ns)", b - a, a, b)
+        };
+        rows.push(row(
+            format!("1. hot path, {threads} thread(s), stub transport"),
+            measured,
+            format!("{:.2}× the bare chain", b / a),
+            "—",
+            None,
+        ));
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. End to end
+
+fn loopback_middleware(server: &Server) -> TokenRefreshMiddleware {
+    let grant = RefreshTokenGrant::builder(server.token_url())
+        .client_id("bench")
+        .danger_allow_http_loopback()
+        .build()
+        .expect("grant");
+    TokenRefreshMiddleware::builder(grant)
+        .allow_origin(server.uri())
+        .danger_allow_http_loopback()
+        .build()
+        .expect("middleware")
+}
+
+/// `total` requests with `concurrency` in flight, each with `header` as `Authorization` if
+/// given; the wall time and each latency (ns).
+async fn batch(
+    client: &ClientWithMiddleware,
+    url: &str,
+    total: usize,
+    concurrency: usize,
+    header: Option<&http::HeaderValue>,
+) -> (Duration, Vec<u64>) {
+    let start = Instant::now();
+    let tasks = (0..concurrency).map(|i| {
+        let client = client.clone();
+        let url = url.to_owned();
+        let header = header.cloned();
+        let count = total / concurrency + usize::from(i < total % concurrency);
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for _ in 0..count {
+                let sent = Instant::now();
+                let mut request = client.get(&url);
+                if let Some(header) = &header {
+                    request = request.header(http::header::AUTHORIZATION, header.clone());
+                }
+                let response = request.send().await.expect("request");
+                assert_eq!(response.status(), 200);
+                response.bytes().await.expect("body");
+                latencies.push(sent.elapsed().as_nanos() as u64);
+            }
+            latencies
+        })
+    });
+    let latencies: Vec<u64> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|result| result.expect("task"))
+        .collect();
+    (start.elapsed(), latencies)
+}
+
+/// Per batch: (variant, wall, p50, p99).
+type Sample = (usize, Duration, u64, u64);
+
+fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
+    let runtime = multi_thread();
+    let client = reqwest::Client::new();
+    let plain = ClientBuilder::new(client.clone()).build();
+    let middleware = loopback_middleware(server);
+    let manager = middleware.manager().clone();
+    let ours = ClientBuilder::new(client).with(middleware).build();
+    let url = server.api_url();
+    let (concurrency, size) = (config.e2e_concurrency, config.e2e_batch);
+    let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
+    // Variant 2, a diagnostic: the plain client sending the same header itself, to tell the
+    // middleware's cost from the cost of one more header on the wire.
+    let header = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
+        .expect("header");
+    let (walls, latencies, samples) = runtime.block_on(async {
+        manager
+            .set_tokens(&TokenKey::default(), tokens)
+            .await
+            .expect("set tokens");
+        let run = |which: usize| {
+            let (client, header) = match which {
+                0 => (&plain, None),
+                1 => (&ours, None),
+                _ => (&plain, Some(&header)),
+            };
+            batch(client, &url, size, concurrency, header)
+        };
+        // Warm up (connections, token loaded).
+        for which in 0..3 {
+            run(which).await;
+        }
+        let mut walls = [Duration::ZERO; 3];
+        let mut latencies = [Vec::new(), Vec::new(), Vec::new()];
+        let mut samples: Vec<[Sample; 3]> = Vec::new();
+        for round in 0..config.e2e_rounds {
+            // The order rotates (and reverses) so a drift in machine load hits all alike.
+            let mut order = [0, 1, 2];
+            order.rotate_left(round % 3);
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let mut group = [(0, Duration::ZERO, 0, 0); 3];
+            for which in order {
+                let (wall, mut sample) = run(which).await;
+                sample.sort_unstable();
+                walls[which] += wall;
+                group[which] = (
+                    which,
+                    wall,
+                    percentile(&sample, 0.5),
+                    percentile(&sample, 0.99),
+                );
+                latencies[which].extend_from_slice(&sample);
+            }
+            samples.push(group);
+        }
+        (walls, latencies, samples)
+    });
+    let requests = (config.e2e_rounds * size) as f64;
+    let rps = walls.map(|wall| requests / wall.as_secs_f64());
+    let [p50, p99] = [0.5, 0.99].map(|p| {
+        let mut all = latencies.clone();
+        all.iter_mut().for_each(|l| l.sort_unstable());
+        [0, 1, 2].map(|which| percentile(&all[which], p))
+    });
+    eprintln!(
+        "  pooled: plain {:.0} req/s p50 {} µs p99 {} µs; with middleware {:.0} req/s p50 {} µs \
+         p99 {} µs; plain + caller's header {:.0} req/s",
+        rps[0],
+        p50[0] / 1000,
+        p99[0] / 1000,
+        rps[1],
+        p50[1] / 1000,
+        p99[1] / 1000,
+        rps[2]
+    );
+    // The machine is shared: each group of adjacent batches gives one ratio, and the median of
+    // those ratios is reported (a burst of load elsewhere spoils a group, not the run).
+    let paired = |f: &dyn Fn(&Sample) -> f64, against: usize| {
+        let mut ratios: Vec<f64> = samples
+            .iter()
+            .map(|group| f(&group[1]) / f(&group[against]))
+            .collect();
+        median(&mut ratios)
+    };
+    let throughput = paired(&|s| 1.0 / s.1.as_secs_f64(), 0);
+    let p50_ratio = paired(&|s| s.2 as f64, 0);
+    let p99_ratio = paired(&|s| s.3 as f64, 0);
+    let wire = paired(&|s| 1.0 / s.1.as_secs_f64(), 2);
+    let groups = samples.len();
+    rows.push(row(
+        "2. end to end, throughput (b)/(a)",
+        format!(
+            "{:.0} vs {:.0} req/s (pooled), {groups} × {size} requests each, {concurrency} in flight",
+            rps[1], rps[0]
+        ),
+        format!("{throughput:.3}"),
+        "≥ 0.98",
+        Some(throughput >= 0.98),
+    ));
+    rows.push(row(
+        "2. end to end, p50 latency (b)/(a)",
+        format!("{} vs {} µs (pooled)", p50[1] / 1000, p50[0] / 1000),
+        format!("{p50_ratio:.3}"),
+        "—",
+        None,
+    ));
+    rows.push(row(
+        "2. end to end, p99 latency (b)/(a)",
+        format!("{} vs {} µs (pooled)", p99[1] / 1000, p99[0] / 1000),
+        format!("{p99_ratio:.3}"),
+        "≤ 1.05",
+        Some(p99_ratio <= 1.05),
+    ));
+    rows.push(row(
+        "2. diagnostic: throughput (b) / plain client sending the same header itself",
+        format!("{:.0} vs {:.0} req/s (pooled)", rps[1], rps[2]),
+        format!("{wire:.3}"),
+        "—",
+        None,
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Storms
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Storm {
+    Valid,
+    Expired,
+    Rejected,
+}
+
+struct StormResult {
+    wall: Duration,
+    failures: usize,
+    token_calls: u64,
+    /// How long the refresh took, seen by the flight (the token endpoint's round trip).
+    refresh: Option<Duration>,
+}
+
+async fn storm(server: &Server, client: &reqwest::Client, kind: Storm, size: usize) -> StormResult {
+    let refresh = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&refresh);
+    let grant = RefreshTokenGrant::builder(server.token_url())
+        .client_id("bench")
+        .danger_allow_http_loopback()
+        .build()
+        .expect("grant");
+    let middleware = TokenRefreshMiddleware::builder(grant)
+        .allow_origin(server.uri())
+        .danger_allow_http_loopback()
+        .on_event(move |event| {
+            if let Event::Refreshed { duration, .. } = event {
+                *seen.lock().unwrap() = Some(*duration);
+            }
+        })
+        .build()
+        .expect("middleware");
+    let manager = middleware.manager().clone();
+    let tokens = server.issue_grant(Duration::from_secs(3600));
+    let tokens = match kind {
+        Storm::Expired => tokens.with_expires_at(SystemTime::now() - Duration::from_secs(1)),
+        _ => tokens,
+    };
+    manager
+        .set_tokens(&TokenKey::default(), tokens)
+        .await
+        .expect("set tokens");
+    if kind == Storm::Rejected {
+        server.reject_current_tokens();
+    }
+    let client = ClientBuilder::new(client.clone()).with(middleware).build();
+    let url = server.api_url();
+    let calls = server.token_calls();
+    let start = Instant::now();
+    let requests = (0..size).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let response = client.get(url).send().await?;
+            let ok = response.status() == 200;
+            response.bytes().await?;
+            Ok::<_, reqwest_middleware::Error>(ok)
+        })
+    });
+    let failures = join_all(requests)
+        .await
+        .into_iter()
+        .filter(|result| !matches!(result, Ok(Ok(true))))
+        .count();
+    let wall = start.elapsed();
+    let refresh = *refresh.lock().unwrap();
+    StormResult {
+        wall,
+        failures,
+        token_calls: server.token_calls() - calls,
+        refresh,
+    }
+}
+
+fn storms(config: &Config, server: &Server, rows: &mut Vec<Row>) {
+    let runtime = multi_thread();
+    // HTTP/2: one connection carries the whole storm, as it would to a real API.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let kinds = [Storm::Valid, Storm::Expired, Storm::Rejected];
+    let mut results: Vec<(Storm, StormResult)> = Vec::new();
+    let mut added: Vec<(Storm, f64)> = Vec::new();
+    runtime.block_on(async {
+        storm(server, &client, Storm::Valid, config.storm).await; // warm-up
+        for round in 0..config.storm_rounds {
+            for i in 0..kinds.len() {
+                // Rotate the order so no kind always runs first.
+                let kind = kinds[(i + round) % kinds.len()];
+                results.push((kind, storm(server, &client, kind, config.storm).await));
+            }
+            // Added time within the round, against that round's valid storm.
+            let round_results = &results[results.len() - kinds.len()..];
+            let wall_of = |kind: Storm| {
+                round_results
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, r)| r.wall.as_secs_f64())
+                    .unwrap_or_default()
+            };
+            let valid = wall_of(Storm::Valid);
+            for kind in [Storm::Expired, Storm::Rejected] {
+                added.push((kind, wall_of(kind) - valid));
+            }
+        }
+    });
+    let wall = |kind: Storm| {
+        let mut walls: Vec<f64> = results
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, r)| r.wall.as_secs_f64())
+            .collect();
+        median(&mut walls)
+    };
+    let valid = wall(Storm::Valid);
+    for kind in [Storm::Expired, Storm::Rejected] {
+        let of_kind: Vec<&StormResult> = results
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, r)| r)
+            .collect();
+        let mut rtts: Vec<f64> = of_kind
+            .iter()
+            .filter_map(|r| r.refresh.map(|d| d.as_secs_f64()))
+            .collect();
+        let rtt = if rtts.is_empty() {
+            0.0
+        } else {
+            median(&mut rtts)
+        };
+        let failures: usize = of_kind.iter().map(|r| r.failures).sum();
+        let max_calls = of_kind.iter().map(|r| r.token_calls).max().unwrap_or(0);
+        let min_calls = of_kind.iter().map(|r| r.token_calls).min().unwrap_or(0);
+        let storm_wall = wall(kind);
+        let mut added_of_kind: Vec<f64> = added
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, added)| *added)
+            .collect();
+        let added = median(&mut added_of_kind);
+        // A rejected storm sends every request twice (the 401, then the replay): its
+        // baseline is two valid storms.
+        let (baseline, label) = match kind {
+            Storm::Rejected => (2.0 * valid, "2 × valid storm"),
+            _ => (valid, "valid storm"),
+        };
+        let allowed = (baseline - valid) + rtt + 0.10 * baseline;
+        let ratio = added / allowed;
+        eprintln!(
+            "  {kind:?}: wall {:.1} ms vs valid {:.1} ms, token RTT {:.1} ms, calls {min_calls}..{max_calls}, failures {failures}",
+            storm_wall * 1e3,
+            valid * 1e3,
+            rtt * 1e3
+        );
+        let name = match kind {
+            Storm::Expired => "3. storm, token just expired",
+            _ => "3. storm, token rejected with 401",
+        };
+        rows.push(row(
+            format!("{name}: token calls / failures"),
+            format!(
+                "{} concurrent requests × {} runs",
+                config.storm, config.storm_rounds
+            ),
+            format!("{max_calls} / {failures}"),
+            "1 / 0",
+            Some(min_calls == 1 && max_calls == 1 && failures == 0),
+        ));
+        rows.push(row(
+            format!("{name}: added wall time ÷ allowance"),
+            format!(
+                "{:.0} ms vs {:.0} ms valid; token RTT {:.0} ms; allowance = RTT + 10 % of {label}",
+                storm_wall * 1e3,
+                valid * 1e3,
+                rtt * 1e3
+            ),
+            format!("{ratio:.2}"),
+            "≤ 1",
+            Some(ratio <= 1.0),
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Many users
+
+fn many_users(config: &Config, rows: &mut Vec<Row>) {
+    let runtime = current_thread();
+    let store = Arc::new(MemoryTokenStore::new());
+    let keys: Vec<TokenKey> = (0..config.keys)
+        .map(|i| TokenKey::new(format!("user-{i}")))
+        .collect();
+    let token_bytes = {
+        let tokens = opaque_tokens(0, Duration::from_secs(1));
+        tokens.access_token().secret().len()
+            + tokens.refresh_token().map_or(0, |t| t.secret().len())
+    };
+    // The store's own records (and its per-key locks), counted apart from the manager.
+    let (_, store_bytes, _) = counted(|| {
+        runtime.block_on(async {
+            for (i, key) in keys.iter().enumerate() {
+                let tokens = opaque_tokens(i, Duration::from_secs(24 * 3600));
+                let saved = store.save(key, &tokens, None).await.expect("save");
+                assert_eq!(saved, SaveOutcome::Saved);
+                drop(store.lock(key).await.expect("lock"));
+            }
+        })
+    });
+    let middleware = {
+        let grant = RefreshTokenGrant::builder(format!("{}/token", stub::ORIGIN))
+            .client_id("bench")
+            .danger_allow_http_loopback()
+            .build()
+            .expect("grant");
+        TokenRefreshMiddleware::builder(grant)
+            .allow_origin(stub::ORIGIN)
+            .danger_allow_http_loopback()
+            .shared_store(store.clone())
+            .build()
+            .expect("middleware")
+    };
+    let (_, ours) = stub::chains(middleware);
+    let request = stub::request();
+    let send = |key: &TokenKey| {
+        let mut extensions = Extensions::new();
+        extensions.insert(key.clone());
+        let request = request.try_clone().expect("clonable");
+        let ours = &ours;
+        async move {
+            let response = ours
+                .execute_with_extensions(request, &mut extensions)
+                .await
+                .expect("stub");
+            assert_eq!(response.status(), 200);
+        }
+    };
+    // Grow the resident set step by step; time random lookups at each size.
+    let mut sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&size| size < config.keys)
+        .collect();
+    sizes.push(config.keys);
+    let mut resident = 0;
+    let mut manager_bytes = 0i64;
+    let mut timings = Vec::new();
+    for &size in &sizes {
+        let (_, bytes, _) = counted(|| {
+            runtime.block_on(async {
+                for key in &keys[resident..size] {
+                    send(key).await;
+                }
+            })
+        });
+        manager_bytes += bytes;
+        resident = size;
+        let lookups = 100_000u64;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let start = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..lookups {
+                // xorshift: a key chosen at random among the resident ones.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                send(&keys[(x % size as u64) as usize]).await;
+            }
+        });
+        let ns = start.elapsed().as_nanos() as f64 / lookups as f64;
+        eprintln!("  {size} keys resident: {ns:.0} ns/request (random key)");
+        timings.push((size, ns));
+    }
+    let per_key = manager_bytes as f64 / config.keys as f64;
+    let beyond = per_key - token_bytes as f64;
+    let store_per_key = store_bytes as f64 / config.keys as f64;
+    eprintln!(
+        "  memory: manager {per_key:.0} B/key, memory store {store_per_key:.0} B/key, token strings {token_bytes} B"
+    );
+    rows.push(row(
+        format!("4. many users: memory per idle key, {} keys", config.keys),
+        format!(
+            "{per_key:.0} B/key in the manager incl. {token_bytes} B of token strings \
+             (+ {store_per_key:.0} B/key in `MemoryTokenStore`)"
+        ),
+        format!("{beyond:.0} B beyond the tokens"),
+        "≤ 1024 B",
+        Some(beyond <= 1024.0),
+    ));
+    let (first_size, first) = timings[0];
+    let (last_size, last) = timings[timings.len() - 1];
+    let flat = last / first;
+    rows.push(row(
+        format!("4. many users: lookup time, {last_size} ÷ {first_size} keys"),
+        format!("{last:.0} vs {first:.0} ns/request (stub transport, random keys)"),
+        format!("{flat:.2}"),
+        "≤ 1.5 (flat)",
+        Some(flat <= 1.5),
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Across processes
+
+const WORKER_ENV: &str = "RTR_BENCH_WORKER";
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn key_ring() -> KeyRing {
+    KeyRing::new(EncryptionKey::from_bytes("bench", &[7; 32]).expect("key"))
+}
+
+async fn redis_store(prefix: &str) -> Result<RedisTokenStore, String> {
+    RedisTokenStore::builder(key_ring())
+        .prefix(prefix)
+        .default_ttl(Duration::from_secs(600))
+        .connect(&redis_url())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// A store of `kind` named by `location` (a file path or a Redis prefix).
+async fn open_store(kind: &str, location: &str) -> Result<Arc<dyn TokenStore>, String> {
+    Ok(match kind {
+        "file" => Arc::new(FileTokenStore::new(location)),
+        _ => Arc::new(redis_store(location).await?),
+    })
+}
+
+/// A worker process: answers each `storm` line with `reply: ok failed wall_us`.
+fn worker(kind: &str) {
+    let url = std::env::var("RTR_BENCH_URL").expect("url");
+    let location = std::env::var("RTR_BENCH_LOCATION").expect("location");
+    let concurrency: usize = env_or("RTR_BENCH_PROCESS_CONCURRENCY", 200);
+    let runtime = multi_thread();
+    runtime.block_on(async {
+        let store = open_store(kind, &location).await.expect("store");
+        let grant = RefreshTokenGrant::builder(format!("{url}/token"))
+            .client_id("bench")
+            .danger_allow_http_loopback()
+            .build()
+            .expect("grant");
+        let middleware = TokenRefreshMiddleware::builder(grant)
+            .allow_origin(&url)
+            .danger_allow_http_loopback()
+            .rejection_cooldown(Duration::ZERO)
+            .shared_store(store)
+            .build()
+            .expect("middleware");
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .expect("client");
+        let client = ClientBuilder::new(client).with(middleware).build();
+        let api = format!("{url}/api/item");
+        loop {
+            let line = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            })
+            .await
+            .expect("stdin reader")
+            .unwrap_or_default();
+            if line.trim() != "storm" {
+                return;
+            }
+            let start = Instant::now();
+            let requests = (0..concurrency).map(|_| {
+                let client = client.clone();
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let response = client.get(api).send().await?;
+                    let ok = response.status() == 200;
+                    response.bytes().await?;
+                    Ok::<_, reqwest_middleware::Error>(ok)
+                })
+            });
+            let ok = join_all(requests)
+                .await
+                .into_iter()
+                .filter(|result| matches!(result, Ok(Ok(true))))
+                .count();
+            let wall = start.elapsed().as_micros();
+            println!("reply: {ok} {} {wall}", concurrency - ok);
+        }
+    });
+}
+
+struct Workers(Vec<(Child, ChildStdin, BufReader<ChildStdout>)>);
+
+impl Workers {
+    fn spawn(count: usize, env: &[(&str, String)]) -> Self {
+        let exe = std::env::current_exe().expect("bench binary");
+        Self(
+            (0..count)
+                .map(|_| {
+                    let mut command = Command::new(&exe);
+                    command
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::inherit());
+                    for (key, value) in env {
+                        command.env(key, value);
+                    }
+                    let mut child = command.spawn().expect("spawn worker");
+                    let stdin = child.stdin.take().expect("stdin");
+                    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+                    (child, stdin, stdout)
+                })
+                .collect(),
+        )
+    }
+
+    /// One storm in every worker at once: (ok, failed, slowest wall).
+    fn storm(&mut self) -> (usize, usize, Duration) {
+        for (_, stdin, _) in &mut self.0 {
+            writeln!(stdin, "storm").expect("write to worker");
+            stdin.flush().expect("flush");
+        }
+        let (mut ok, mut failed, mut wall) = (0, 0, 0u64);
+        for (_, _, stdout) in &mut self.0 {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                assert!(
+                    stdout.read_line(&mut line).expect("read") > 0,
+                    "worker died"
+                );
+                if let Some(reply) = line.trim().strip_prefix("reply: ") {
+                    let numbers: Vec<u64> = reply
+                        .split_whitespace()
+                        .map(|n| n.parse().expect("number"))
+                        .collect();
+                    ok += numbers[0] as usize;
+                    failed += numbers[1] as usize;
+                    wall = wall.max(numbers[2]);
+                    break;
+                }
+            }
+        }
+        (ok, failed, Duration::from_micros(wall))
+    }
+
+    fn finish(mut self) {
+        for (child, stdin, _) in &mut self.0 {
+            let _ = writeln!(stdin, "exit");
+            let _ = child.wait();
+        }
+    }
+}
+
+fn across_processes(config: &Config, server: &Server, rows: &mut Vec<Row>) {
+    let runtime = multi_thread();
+    let dir = std::env::temp_dir().join(format!("rtr-bench-{}", std::process::id()));
+    let file = dir.join("tokens.json");
+    let prefix = format!(
+        "rtr-bench:{}:{}:",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    for (kind, location) in [
+        ("file", file.display().to_string()),
+        ("redis", prefix.clone()),
+    ] {
+        let name = format!("5. {} processes, {kind} store", config.processes);
+        let store = match runtime.block_on(open_store(kind, &location)) {
+            Ok(store) => store,
+            Err(error) => {
+                eprintln!("  {kind}: skipped ({error})");
+                rows.push(row(name, format!("skipped: {error}"), "—", "—", None));
+                continue;
+            }
+        };
+        // Log in once, through a manager on the same store.
+        let login = {
+            let grant = RefreshTokenGrant::builder(server.token_url())
+                .client_id("bench")
+                .danger_allow_http_loopback()
+                .build()
+                .expect("grant");
+            TokenRefreshMiddleware::builder(grant)
+                .allow_origin(server.uri())
+                .danger_allow_http_loopback()
+                .shared_store(Arc::clone(&store))
+                .build()
+                .expect("middleware")
+        };
+        runtime
+            .block_on(login.manager().set_tokens(
+                &TokenKey::default(),
+                server.issue_grant(Duration::from_secs(3600)),
+            ))
+            .expect("log in");
+        // The cross-process lock alone: lock, read, release, uncontended.
+        let key = TokenKey::default();
+        let mut lock_times: Vec<f64> = runtime.block_on(async {
+            let mut times = Vec::new();
+            for _ in 0..50 {
+                // Stores release their lock in the background (Redis: a spawned DEL); let it
+                // finish so each sample is an uncontended acquisition.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let start = Instant::now();
+                let lock = store.lock(&key).await.expect("lock");
+                store.load(&key).await.expect("load");
+                drop(lock);
+                times.push(start.elapsed().as_secs_f64());
+            }
+            times
+        });
+        let lock_time = median(&mut lock_times);
+        let mut workers = Workers::spawn(
+            config.processes,
+            &[
+                (WORKER_ENV, kind.to_owned()),
+                ("RTR_BENCH_URL", server.uri()),
+                ("RTR_BENCH_LOCATION", location.clone()),
+                (
+                    "RTR_BENCH_PROCESS_CONCURRENCY",
+                    config.process_concurrency.to_string(),
+                ),
+            ],
+        );
+        workers.storm(); // warm-up: every worker loads the tokens
+        let (mut valid_walls, mut rejected_walls) = (Vec::new(), Vec::new());
+        let (mut failures, mut calls) = (0, Vec::new());
+        let reuse = server.reuse_detections();
+        for _ in 0..config.process_rounds {
+            let (_, failed, wall) = workers.storm();
+            failures += failed;
+            valid_walls.push(wall.as_secs_f64());
+            server.reject_current_tokens();
+            let before = server.token_calls();
+            let (_, failed, wall) = workers.storm();
+            calls.push(server.token_calls() - before);
+            failures += failed;
+            rejected_walls.push(wall.as_secs_f64());
+        }
+        workers.finish();
+        let reuse = server.reuse_detections() - reuse;
+        let valid = median(&mut valid_walls);
+        let rejected = median(&mut rejected_walls);
+        let rtt = config.token_delay.as_secs_f64();
+        eprintln!(
+            "  {kind}: token calls per expiry {calls:?}, failures {failures}, reuse {reuse}, \
+             lock+load {:.2} ms, storm {:.1} ms valid vs {:.1} ms rejected",
+            lock_time * 1e3,
+            valid * 1e3,
+            rejected * 1e3
+        );
+        let total_calls: u64 = calls.iter().sum();
+        let per_expiry = total_calls as f64 / calls.len() as f64;
+        rows.push(row(
+            format!("{name}: refreshes per expiry / failures"),
+            format!(
+                "{} rounds × {} processes × {} concurrent requests; access token revoked \
+                 (401) each round; {reuse} reuse detections",
+                config.process_rounds, config.processes, config.process_concurrency
+            ),
+            format!("{per_expiry:.2} / {failures}"),
+            "1 / 0",
+            Some(calls.iter().all(|&c| c == 1) && failures == 0 && reuse == 0),
+        ));
+        rows.push(row(
+            format!("{name}: cross-process lock ÷ token RTT"),
+            format!(
+                "lock + read + unlock {:.2} ms (uncontended); storm {:.0} ms after 401 vs \
+                 {:.0} ms valid; token endpoint delay {:.0} ms",
+                lock_time * 1e3,
+                rejected * 1e3,
+                valid * 1e3,
+                rtt * 1e3
+            ),
+            format!("{:.3}", lock_time / rtt),
+            "—",
+            None,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,59 @@
+//! A terminal middleware that answers 200 without touching the network, so that a chain with
+//! and without the token middleware measures only the middleware.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use http::Extensions;
+use reqwest::{Request, Response};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use reqwest_token_refresh::{RefreshTokenGrant, TokenRefreshMiddleware};
+
+/// The origin the stubbed requests go to (never contacted).
+pub const ORIGIN: &str = "http://127.0.0.1:9";
+
+pub struct Respond200;
+
+#[async_trait]
+impl Middleware for Respond200 {
+    async fn handle(
+        &self,
+        _request: Request,
+        _extensions: &mut Extensions,
+        _next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        Ok(Response::from(http::Response::new("")))
+    }
+}
+
+/// A middleware for [`ORIGIN`] whose token endpoint is never reached while tokens are valid.
+pub fn middleware() -> TokenRefreshMiddleware {
+    let grant = RefreshTokenGrant::builder(format!("{ORIGIN}/token"))
+        .client_id("bench")
+        .danger_allow_http_loopback()
+        .build()
+        .expect("grant");
+    TokenRefreshMiddleware::builder(grant)
+        .allow_origin(ORIGIN)
+        .danger_allow_http_loopback()
+        .build()
+        .expect("middleware")
+}
+
+/// The stub chain alone, and the stub chain behind `middleware`.
+pub fn chains(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, ClientWithMiddleware) {
+    let client = reqwest::Client::new();
+    let plain = ClientBuilder::new(client.clone()).with(Respond200).build();
+    let ours = ClientBuilder::new(client)
+        .with(middleware)
+        .with(Respond200)
+        .build();
+    (plain, ours)
+}
+
+/// A request to [`ORIGIN`].
+pub fn request() -> Request {
+    Request::new(
+        reqwest::Method::GET,
+        format!("{ORIGIN}/api/item").parse().expect("url"),
+    )
+}

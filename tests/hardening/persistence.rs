@@ -1,0 +1,138 @@
+//! D3, R17: the store fails after the server rotated. The request still succeeds with the new
+//! token from memory, the failure is surfaced (`Event::PersistFailed`), a later save succeeds,
+//! the store's generation never goes backwards (INV-5), and the consumed refresh token is never
+//! sent again (INV-1).
+
+use std::sync::Arc;
+
+use reqwest_token_refresh::{Event, StoreErrorKind};
+
+use crate::support::*;
+
+struct Fixture {
+    server: MiniAs,
+    store: Arc<TestStore>,
+    client: reqwest_middleware::ClientWithMiddleware,
+    manager: reqwest_token_refresh::TokenManager,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+async fn fixture(cooldown: std::time::Duration) -> Fixture {
+    let server = MiniAs::strict().await;
+    let store = TestStore::memory();
+    let (builder, events) = events(
+        middleware(grant(&server.token_url()), &server.uri())
+            .shared_store(store.clone())
+            .rejection_cooldown(cooldown),
+    );
+    let (client, manager) = client(builder.build().unwrap());
+    manager
+        .set_tokens(&key(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    Fixture {
+        server,
+        store,
+        client,
+        manager,
+        events,
+    }
+}
+
+#[tokio::test]
+async fn d3_a_failed_save_after_rotation_still_serves_the_request_and_is_retried() {
+    let mut f = fixture(std::time::Duration::from_secs(10)).await;
+    f.store.fail_saves(1);
+    let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "at-2",
+        "the new token, from memory"
+    );
+    let failed = wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
+    let Event::PersistFailed {
+        generation, error, ..
+    } = failed
+    else {
+        unreachable!()
+    };
+    assert_eq!(generation, 2);
+    assert_eq!(error.kind(), StoreErrorKind::Unavailable);
+    assert_eq!(
+        f.store.stored().await.unwrap().generation(),
+        1,
+        "not saved yet"
+    );
+    // The background retry saves it.
+    wait_for(&mut f.events, |e| {
+        matches!(e, Event::Persisted { generation: 2, .. })
+    })
+    .await;
+    let stored = f.store.stored().await.unwrap();
+    assert_eq!(stored.refresh_token().unwrap().secret(), "rt-2");
+    assert_eq!(f.server.token_calls(), 1);
+}
+
+#[tokio::test]
+async fn r17_while_unsaved_the_next_refresh_uses_the_rotated_token_not_the_stored_one() {
+    let mut f = fixture(std::time::Duration::ZERO).await;
+    f.store.fail_saves(u32::MAX);
+    let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
+    // The store still holds rt-1, which the server has consumed. Force another refresh.
+    f.server.reject_access_tokens();
+    let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(f.server.presented(), vec!["rt-1", "rt-2"]);
+    f.server.assert_no_refresh_token_reused();
+    // Once the store recovers, the newest set lands there; the generation only moved forward.
+    f.store.fail_saves(0);
+    wait_for(&mut f.events, |e| {
+        matches!(e, Event::Persisted { generation: 3, .. })
+    })
+    .await;
+    let stored = f.store.stored().await.unwrap();
+    assert_eq!(stored.generation(), 3);
+    assert_eq!(stored.refresh_token().unwrap().secret(), "rt-3");
+    let held = f.manager.tokens(&key()).await.unwrap().unwrap();
+    assert_eq!(held, stored);
+}
+
+#[tokio::test]
+async fn inv1_invalid_grant_while_unsaved_never_falls_back_to_the_consumed_token() {
+    let mut f = fixture(std::time::Duration::ZERO).await;
+    f.store.fail_saves(u32::MAX);
+    let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
+    // An administrator revokes the grant while our save of rt-2 keeps failing.
+    f.server.revoke();
+    let first = f.client.get(f.server.api_url("me")).send().await;
+    let second = f.client.get(f.server.api_url("me")).send().await;
+    // INV-1: rt-1 was consumed by the first refresh; it must never be presented again.
+    assert_eq!(
+        f.server
+            .presented()
+            .iter()
+            .filter(|rt| *rt == "rt-1")
+            .count(),
+        1,
+        "presented: {:?}",
+        f.server.presented()
+    );
+    // The grant is dead: re-authorization, not a resurrected generation-1 token set.
+    for outcome in [first, second] {
+        match outcome {
+            Err(error) => assert!(token_error(&error).is_reauthorization_required()),
+            Ok(response) => panic!("expected re-authorization, got HTTP {}", response.status()),
+        }
+    }
+    let held = f.manager.tokens(&key()).await.unwrap();
+    assert!(
+        held.as_ref().is_none_or(|t| t.generation() >= 2),
+        "memory went back to generation {:?}",
+        held.map(|t| t.generation())
+    );
+}
