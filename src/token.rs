@@ -43,6 +43,12 @@ pub struct TokenSet {
     issued_at: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(
+        default,
+        with = "unix_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    refresh_expires_at: Option<SystemTime>,
     #[serde(default)]
     generation: u64,
 }
@@ -60,6 +66,7 @@ impl TokenSet {
             expires_at: None,
             issued_at: None,
             scope: None,
+            refresh_expires_at: None,
             generation: 0,
         }
     }
@@ -79,6 +86,12 @@ impl TokenSet {
     /// Sets the expiry as a lifetime counted from now, as the token endpoint's `expires_in`.
     pub fn with_expires_in(self, lifetime: Duration) -> Self {
         self.with_lifetime_from(SystemTime::now(), lifetime)
+    }
+
+    /// Sets when the refresh token expires, if the server told it.
+    pub fn with_refresh_expires_at(mut self, expires_at: SystemTime) -> Self {
+        self.refresh_expires_at = Some(expires_at);
+        self
     }
 
     /// Sets the granted scope (space separated, RFC 6749 §3.3).
@@ -129,6 +142,12 @@ impl TokenSet {
         self.scope.as_deref()
     }
 
+    /// When the refresh token expires, if the server said (`refresh_expires_in`, a common
+    /// extension). Stores use it to expire records.
+    pub fn refresh_expires_at(&self) -> Option<SystemTime> {
+        self.refresh_expires_at
+    }
+
     /// The version of this set; grows by one on every change.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -159,7 +178,11 @@ impl TokenSet {
     /// the old one is kept. The scope of the grant is kept when the response omits it (§5.1).
     pub(crate) fn next(&self, response: TokenResponse, sent_at: SystemTime) -> TokenSet {
         let mut next = TokenSet::from_response(response, sent_at, self.generation + 1);
-        next.refresh_token = next.refresh_token.or_else(|| self.refresh_token.clone());
+        if next.refresh_token.is_none() {
+            // The old refresh token is kept, with its expiry unless the server gave a new one.
+            next.refresh_token = self.refresh_token.clone();
+            next.refresh_expires_at = next.refresh_expires_at.or(self.refresh_expires_at);
+        }
         next.scope = next.scope.or_else(|| self.scope.clone());
         next
     }
@@ -173,6 +196,9 @@ impl TokenSet {
         let mut set = TokenSet::new(response.access_token);
         set.refresh_token = response.refresh_token;
         set.scope = response.scope;
+        set.refresh_expires_at = response
+            .refresh_expires_in
+            .and_then(|lifetime| sent_at.checked_add(lifetime.min(MAX_LIFETIME)));
         if let Some(lifetime) = response.expires_in {
             set = set.with_lifetime_from(sent_at, lifetime);
         }
@@ -195,6 +221,9 @@ pub struct TokenResponse {
     pub expires_in: Option<Duration>,
     /// The granted scope, when the server told it.
     pub scope: Option<String>,
+    /// The refresh token's lifetime, when the server told it (`refresh_expires_in` or
+    /// `refresh_token_expires_in`, extensions of Keycloak, GitHub and others).
+    pub refresh_expires_in: Option<Duration>,
 }
 
 mod unix_seconds {
@@ -230,6 +259,7 @@ mod tests {
             refresh_token: refresh.map(RefreshToken::new),
             expires_in: Some(Duration::from_secs(3600)),
             scope: None,
+            refresh_expires_in: None,
         }
     }
 
@@ -252,6 +282,32 @@ mod tests {
         let next = current().next(response(None), SystemTime::now());
         assert_eq!(next.refresh_token().unwrap().secret(), "rt-1");
         assert_eq!(next.access_token().secret(), "at-2");
+    }
+
+    #[test]
+    fn the_refresh_token_expiry_follows_the_refresh_token() {
+        let sent_at = UNIX_EPOCH + Duration::from_secs(1_000);
+        let old_expiry = UNIX_EPOCH + Duration::from_secs(9_000);
+        let base = current().with_refresh_expires_at(old_expiry);
+        // Rotated, lifetime told: a new expiry.
+        let mut rotated = response(Some("rt-2"));
+        rotated.refresh_expires_in = Some(Duration::from_secs(600));
+        let next = base.next(rotated, sent_at);
+        assert_eq!(
+            next.refresh_expires_at(),
+            Some(sent_at + Duration::from_secs(600))
+        );
+        // Rotated, lifetime not told: unknown (it is a new token).
+        assert_eq!(
+            base.next(response(Some("rt-2")), sent_at)
+                .refresh_expires_at(),
+            None
+        );
+        // Kept: the old token keeps its expiry.
+        assert_eq!(
+            base.next(response(None), sent_at).refresh_expires_at(),
+            Some(old_expiry)
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ struct RawBody {
     expires_in: Option<Value>,
     refresh_token: Option<Value>,
     scope: Option<Value>,
+    refresh_expires_in: Option<Value>,
+    refresh_token_expires_in: Option<Value>,
     error: Option<Value>,
     error_description: Option<Value>,
 }
@@ -131,6 +133,11 @@ fn success(raw: RawBody) -> Result<TokenResponse, InvalidResponse> {
         refresh_token,
         expires_in: raw.expires_in.as_ref().and_then(lifetime),
         scope,
+        refresh_expires_in: raw
+            .refresh_expires_in
+            .as_ref()
+            .or(raw.refresh_token_expires_in.as_ref())
+            .and_then(lifetime),
     })
 }
 
@@ -305,6 +312,17 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn refresh_token_lifetimes_are_read_from_the_common_extensions() {
+        for field in ["refresh_expires_in", "refresh_token_expires_in"] {
+            let body = format!(r#"{{"access_token":"a","token_type":"Bearer","{field}":1800}}"#);
+            let response = run(200, &body).unwrap();
+            assert_eq!(response.refresh_expires_in, Some(Duration::from_secs(1800)));
+        }
+        let plain = run(200, r#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(plain.refresh_expires_in, None);
     }
 
     #[test]

@@ -56,8 +56,9 @@ return 0
 ///   key)` in hex, so user ids cannot be read from the keyspace (the salt is a deployment
 ///   secret; changing it orphans every record).
 /// - **TTL:** every write sets the record's expiry to the refresh token's lifetime minus a
-///   margin (5 min by default) when configured, else to a default (30 days). An expired record
-///   is "no tokens": re-authorization required.
+///   margin (5 min by default): the lifetime the server sent (`refresh_expires_in`), else the
+///   one configured, else a default (30 days). A rotation sets it again, never drops it. An
+///   expired record is "no tokens": re-authorization required.
 /// - **One refresh across replicas:** [`lock`](TokenStore::lock) takes a lease
 ///   (`SET NX PX` with a random token), released by a compare-and-delete script; saves are
 ///   conditional on the generation, so a holder whose lease expired during a slow refresh
@@ -81,6 +82,7 @@ pub struct RedisTokenStore {
     prefix: String,
     salt: Option<Zeroizing<Vec<u8>>>,
     ttl: Duration,
+    ttl_margin: Duration,
     lease: Duration,
     lock_timeout: Duration,
 }
@@ -114,6 +116,19 @@ impl RedisTokenStore {
                     hex::encode(mac.finalize().into_bytes())
                 )
             }
+        }
+    }
+
+    /// How long the record lives: until the refresh token expires (minus the margin) when the
+    /// server said, else the configured TTL.
+    fn ttl_for(&self, tokens: &TokenSet) -> Duration {
+        match tokens.refresh_expires_at() {
+            Some(expires_at) => expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(self.ttl_margin)
+                .max(Duration::from_secs(1)),
+            None => self.ttl,
         }
     }
 
@@ -185,7 +200,7 @@ impl TokenStore for RedisTokenStore {
             .arg(expected)
             .arg(tokens.generation().to_string())
             .arg(sealed)
-            .arg(millis(self.ttl))
+            .arg(millis(self.ttl_for(tokens)))
             .invoke_async(&mut connection)
             .await
             .map_err(redis_error)?;
@@ -403,6 +418,7 @@ impl RedisTokenStoreBuilder {
             prefix: self.prefix,
             salt: self.salt,
             ttl,
+            ttl_margin: self.ttl_margin,
             lease: self.lease,
             lock_timeout: self.lock_timeout,
         }

@@ -104,6 +104,8 @@ struct Write<'a> {
     sealed: String,
     /// Unix seconds.
     access_expires_at: Option<i64>,
+    /// Unix seconds.
+    refresh_expires_at: Option<i64>,
 }
 
 impl SqlTokenStore {
@@ -302,10 +304,8 @@ impl TokenStore for SqlTokenStore {
             key: key.as_str(),
             version,
             sealed: self.keys.seal(key.as_str(), tokens)?,
-            access_expires_at: tokens
-                .expires_at()
-                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok()),
+            access_expires_at: unix_seconds(tokens.expires_at()),
+            refresh_expires_at: unix_seconds(tokens.refresh_expires_at()),
         };
         let written = match (&self.backend, expected) {
             #[cfg(feature = "sqlite")]
@@ -361,4 +361,10 @@ fn column_version(generation: u64) -> Result<i64, StoreError> {
             format!("generation {generation} does not fit the version column"),
         )
     })
+}
+
+/// A time as unix seconds for an expiry column.
+fn unix_seconds(time: Option<std::time::SystemTime>) -> Option<i64> {
+    time.and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok())
 }

@@ -544,3 +544,26 @@ async fn redis_down_keeps_valid_tokens_working_and_fails_refreshes_without_a_tok
     assert_eq!(server.refresh_calls(), 0);
     assert_eq!(server.reuse_detections(), 0);
 }
+
+#[tokio::test]
+async fn the_ttl_follows_a_refresh_token_lifetime_the_server_reported() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let told = std::time::SystemTime::now() + Duration::from_secs(2 * 3600);
+    let tokens = with_generation(tokens("1").with_refresh_expires_at(told), 1);
+    assert_eq!(
+        store.save(&key, &tokens, None).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let mut redis = raw_connection().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.record_name(&key))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Two hours minus the 5 min margin, not the 30-day default.
+    assert!(ttl > 6_000_000 && ttl <= 6_900_000, "ttl {ttl}");
+}

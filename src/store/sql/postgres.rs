@@ -39,8 +39,8 @@ pub(super) async fn insert(
     write: &Write<'_>,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at) \
-         VALUES ($1, $2, $3, to_timestamp($4::bigint), now()) \
+        "INSERT INTO {} (token_key, version, sealed, access_expires_at, refresh_expires_at, updated_at) \
+         VALUES ($1, $2, $3, to_timestamp($4::bigint), to_timestamp($5::bigint), now()) \
          ON CONFLICT (token_key) DO NOTHING",
         table.quoted()
     );
@@ -49,6 +49,7 @@ pub(super) async fn insert(
         .bind(write.version)
         .bind(&write.sealed)
         .bind(write.access_expires_at)
+        .bind(write.refresh_expires_at)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -62,7 +63,8 @@ pub(super) async fn update(
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "UPDATE {} SET version = $2, sealed = $3, access_expires_at = to_timestamp($4::bigint), \
-         updated_at = now() WHERE token_key = $1 AND version = $5",
+         refresh_expires_at = to_timestamp($6::bigint), updated_at = now() \
+         WHERE token_key = $1 AND version = $5",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -71,6 +73,7 @@ pub(super) async fn update(
         .bind(&write.sealed)
         .bind(write.access_expires_at)
         .bind(expected)
+        .bind(write.refresh_expires_at)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)

@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     -- the sealed token set (a JSON envelope with key id, nonce and ciphertext)
     sealed             TEXT        NOT NULL,
     access_expires_at  TIMESTAMPTZ,
-    -- reserved for servers that report a refresh-token lifetime; NULL today
+    -- when the server reported a refresh-token lifetime (refresh_expires_in); else NULL
     refresh_expires_at TIMESTAMPTZ,
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -49,8 +49,8 @@ pub(super) async fn insert(
     write: &Write<'_>,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (token_key) DO NOTHING",
+        "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at, \
+         refresh_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_key) DO NOTHING",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -59,6 +59,7 @@ pub(super) async fn insert(
         .bind(&write.sealed)
         .bind(write.access_expires_at)
         .bind(unix_seconds())
+        .bind(write.refresh_expires_at)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -71,8 +72,8 @@ pub(super) async fn update(
     expected: i64,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "UPDATE {} SET version = ?2, sealed = ?3, access_expires_at = ?4, updated_at = ?5 \
-         WHERE token_key = ?1 AND version = ?6",
+        "UPDATE {} SET version = ?2, sealed = ?3, access_expires_at = ?4, updated_at = ?5, \
+         refresh_expires_at = ?7 WHERE token_key = ?1 AND version = ?6",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -82,6 +83,7 @@ pub(super) async fn update(
         .bind(write.access_expires_at)
         .bind(unix_seconds())
         .bind(expected)
+        .bind(write.refresh_expires_at)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)

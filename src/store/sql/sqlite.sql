@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     sealed             TEXT    NOT NULL,
     -- unix seconds
     access_expires_at  INTEGER,
-    -- reserved for servers that report a refresh-token lifetime; NULL today
+    -- when the server reported a refresh-token lifetime (refresh_expires_in); else NULL
     refresh_expires_at INTEGER,
     -- unix seconds
     updated_at         INTEGER NOT NULL
