@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::key::TokenKey;
+use crate::log;
 use crate::store::StoreError;
 
 /// Something that happened to a key's tokens. Delivered to the hook set with
@@ -86,39 +87,39 @@ pub(crate) type EventHook = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
 pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
     match &event {
         Event::RefreshStarted { key, generation } => {
-            tracing::debug!(%key, ?generation, "token refresh started")
+            log::debug!(%key, ?generation, "token refresh started")
         }
-        Event::Coalesced { key } => tracing::trace!(%key, "joined a refresh in flight"),
+        Event::Coalesced { key } => log::trace!(%key, "joined a refresh in flight"),
         Event::LockAcquired { key, waited } => {
-            tracing::trace!(%key, ?waited, "store lock acquired")
+            log::trace!(%key, ?waited, "store lock acquired")
         }
         Event::Refreshed {
             key,
             generation,
             rotated,
             duration,
-        } => tracing::debug!(%key, generation, rotated, ?duration, "token refreshed"),
+        } => log::debug!(%key, generation, rotated, ?duration, "token refreshed"),
         Event::Adopted { key, generation } => {
-            tracing::debug!(%key, generation, "adopted tokens refreshed by another process")
+            log::debug!(%key, generation, "adopted tokens refreshed by another process")
         }
         Event::Persisted { key, generation } => {
-            tracing::trace!(%key, generation, "tokens persisted")
+            log::trace!(%key, generation, "tokens persisted")
         }
         Event::PersistFailed {
             key,
             generation,
             error,
-        } => tracing::warn!(%key, generation, %error, "failed to persist tokens; kept in memory"),
-        Event::RefreshFailed { key, error } => tracing::warn!(%key, %error, "token refresh failed"),
+        } => log::warn!(%key, generation, %error, "failed to persist tokens; kept in memory"),
+        Event::RefreshFailed { key, error } => log::warn!(%key, %error, "token refresh failed"),
         Event::ReauthorizationRequired { key } => {
-            tracing::warn!(%key, "re-authorization required")
+            log::warn!(%key, "re-authorization required")
         }
     }
     if let Some(hook) = hook {
         // A panicking hook must not unwind through a refresh and lose a rotated token.
         let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&event)));
         if delivered.is_err() {
-            tracing::error!("the token event hook panicked; event dropped");
+            log::error!("the token event hook panicked; event dropped");
         }
     }
 }

@@ -83,6 +83,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
+//! | `tracing` (default) | `tracing` events and a `token_flight` span; off, nothing is logged |
 //! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
 //! | `test-util` | `test_util::MockAuthorizationServer`, a fault-injecting mock server for your tests |
 //! | `file` | `FileTokenStore`: a private JSON file shared by the processes of one machine (unix) |
@@ -102,6 +103,8 @@
 //! - Access tokens from the server are checked against RFC 6750 `b64token` before they reach a
 //!   header (no header injection).
 #![warn(missing_docs, unreachable_pub)]
+// Without `tracing`, values bound only to be logged go unused.
+#![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 
 // Lets `test_util` name this crate the same way whether it is compiled here or included
 // into the test binaries and examples.
@@ -117,6 +120,7 @@ mod error;
 mod event;
 mod grant;
 mod key;
+mod log;
 mod manager;
 mod middleware;
 #[cfg(feature = "retry")]

@@ -16,6 +16,7 @@ use crate::event::{Event, EventHook};
 use crate::grant::endpoint::{check_secure, redact_userinfo};
 use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
+use crate::log;
 use crate::manager::{ManagerConfig, TokenManager};
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::token::TokenSet;
@@ -133,7 +134,7 @@ impl Middleware for TokenRefreshMiddleware {
             return Ok(response);
         }
         let Some(mut replay) = replay else {
-            tracing::debug!(%key, "token rejected; request body cannot be replayed");
+            log::debug!(%key, "token rejected; request body cannot be replayed");
             return Ok(response);
         };
         let fresh = self

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use tracing::Instrument;
 
 use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen};
 use crate::error::{Error, ReauthorizationReason};
 use crate::event::{emit, Event};
 use crate::key::TokenKey;
+use crate::log;
 use crate::store::{SaveOutcome, StoreError};
 use crate::token::TokenSet;
 
@@ -107,17 +107,17 @@ impl Inner {
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(self);
         let task_slot = Arc::clone(slot);
-        let span = tracing::debug_span!("token_flight", key = %slot.key, ?trigger);
-        let task = tokio::spawn(
+        let task = tokio::spawn(log::in_flight_span(
             async move {
                 let _clear = ClearFlight {
                     slot: Arc::clone(&task_slot),
                     id,
                 };
                 inner.run_flight(&task_slot, seen, trigger).await
-            }
-            .instrument(span),
-        );
+            },
+            &slot.key,
+            &trigger,
+        ));
         let outcome = async move { task.await.unwrap_or(Err(Error::RefreshAborted)) }
             .boxed()
             .shared();
@@ -317,13 +317,13 @@ impl Inner {
         // R26: the grant is dead, unless another process rotated past us meanwhile.
         if let Ok(Some(stored)) = self.store.load(key).await {
             if self.store_supersedes(slot, base, &stored) {
-                tracing::debug!(%key, "invalid_grant, but the store holds newer tokens");
+                log::debug!(%key, "invalid_grant, but the store holds newer tokens");
                 return self.adopt(slot, stored);
             }
         }
         // D9: forget the dead refresh token everywhere; other processes fail fast too.
         if let Err(store_error) = self.store.clear(key).await {
-            tracing::warn!(%key, error = %store_error, "could not clear a dead grant");
+            log::warn!(%key, error = %store_error, "could not clear a dead grant");
         }
         slot.set_unpersisted(None);
         let reason = match &error {
@@ -465,7 +465,7 @@ impl Inner {
     fn in_rejection_cooldown(&self, slot: &KeySlot) -> bool {
         let mut last = lock(&slot.last_rejection_refresh);
         if last.is_some_and(|at| at.elapsed() < self.config.rejection_cooldown) {
-            tracing::debug!(key = %slot.key, "token rejected again within the cooldown; no refresh");
+            log::debug!(key = %slot.key, "token rejected again within the cooldown; no refresh");
             return true;
         }
         *last = Some(Instant::now());

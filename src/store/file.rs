@@ -24,6 +24,7 @@ use crate::key::TokenKey;
 use crate::token::TokenSet;
 
 use self::atomic::{WriteError, PRIVATE_MODE};
+use crate::log;
 
 /// The document version this store reads and writes.
 const VERSION: u64 = 1;
@@ -309,7 +310,7 @@ impl TokenStore for FileTokenStore {
         // Every writer holds this lock, so a temp file present now belongs to a dead writer.
         blocking(move || {
             if let Err(error) = atomic::remove_leftovers(&paths.dir, &paths.temp_prefix) {
-                tracing::debug!(dir = %paths.dir.display(), %error, "could not remove leftover temp files");
+                log::debug!(dir = %paths.dir.display(), %error, "could not remove leftover temp files");
             }
             Ok(())
         })

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::seal::KeyRing;
 use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::key::TokenKey;
+use crate::log;
 use crate::token::TokenSet;
 
 /// Writes the record only if its stored generation is the expected one (`""`: no record),
@@ -282,10 +283,10 @@ async fn renew(mut connection: ConnectionManager, name: String, token: String, l
         match renewed {
             Ok(1) => {}
             Ok(_) => {
-                tracing::warn!(lock = %name, "redis lock lease was lost before its holder finished");
+                log::warn!(lock = %name, "redis lock lease was lost before its holder finished");
                 return;
             }
-            Err(error) => tracing::debug!(lock = %name, %error, "could not renew redis lock"),
+            Err(error) => log::debug!(lock = %name, %error, "could not renew redis lock"),
         }
     }
 }
@@ -316,7 +317,7 @@ impl Drop for Lease {
                 .invoke_async(&mut connection)
                 .await;
             if let Err(error) = released {
-                tracing::debug!(lock = %name, %error, "could not release redis lock; it will expire");
+                log::debug!(lock = %name, %error, "could not release redis lock; it will expire");
             }
         });
     }

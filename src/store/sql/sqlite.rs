@@ -20,6 +20,7 @@ use super::errors::{is_contention, store_error};
 use super::schema::Table;
 use super::{Row, Write};
 use crate::key::TokenKey;
+use crate::log;
 use crate::store::{StoreError, StoreErrorKind, StoreLock};
 
 /// How long a lease lasts without renewal: the longest a dead holder blocks the key.
@@ -184,11 +185,11 @@ async fn renew(pool: SqlitePool, table: Table, key: TokenKey, holder: String) {
         match renewed {
             Ok(done) if done.rows_affected() == 1 => {}
             Ok(_) => {
-                tracing::warn!(%key, "refresh lease lost (expired while held); conditional writes still protect the record");
+                log::warn!(%key, "refresh lease lost (expired while held); conditional writes still protect the record");
                 return;
             }
             Err(error) => {
-                tracing::warn!(%key, %error, "cannot renew the refresh lease; retrying");
+                log::warn!(%key, %error, "cannot renew the refresh lease; retrying");
             }
         }
     }
@@ -225,7 +226,7 @@ impl Drop for Lease {
                 .execute(&pool)
                 .await
             {
-                tracing::warn!(%key, %error, "cannot release the refresh lease; it will expire");
+                log::warn!(%key, %error, "cannot release the refresh lease; it will expire");
             }
         });
     }
