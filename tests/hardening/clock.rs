@@ -26,15 +26,7 @@ async fn r16_expiry_is_measured_from_the_time_the_request_was_sent() {
         ..AsConfig::default()
     })
     .await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_expired_grant())
-        .await
-        .unwrap();
+    let (client, manager) = client_for(&server, server.issue_expired_grant()).await;
     let before = SystemTime::now();
     client.get(server.api_url("x")).send().await.unwrap();
     let after = SystemTime::now();

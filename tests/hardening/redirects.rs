@@ -90,15 +90,7 @@ async fn d12_a_redirected_api_call_reaches_another_origin_without_the_token() {
         .await;
     for status in [301, 302, 303, 307, 308] {
         let server = redirecting_api(&format!("{}/landing", elsewhere.uri()), status).await;
-        let (client, manager) = client(
-            middleware(grant(&server.token_url()), &server.uri())
-                .build()
-                .unwrap(),
-        );
-        manager
-            .set_tokens(&key(), server.issue_grant())
-            .await
-            .unwrap();
+        let (client, _) = client_for(&server, server.issue_grant()).await;
         let response = client
             .post(server.api_url("moved"))
             .body("payload")
@@ -131,15 +123,7 @@ async fn d12_a_401_from_another_origin_after_a_redirect_triggers_no_refresh() {
         .mount(&elsewhere)
         .await;
     let server = redirecting_api(&format!("{}/login", elsewhere.uri()), 302).await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = client_for(&server, server.issue_grant()).await;
     let response = client.get(server.api_url("moved")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
@@ -162,15 +146,7 @@ async fn tokens_never_go_to_origins_that_differ_only_by_port_or_scheme() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&other)
         .await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = client_for(&server, server.issue_grant()).await;
     // Same host, other port.
     client
         .get(format!("{}/x", other.uri()))

@@ -22,15 +22,7 @@ async fn burst(
 #[tokio::test]
 async fn r34_many_401s_for_one_generation_cost_one_refresh() {
     let server = MiniAs::strict().await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = client_for(&server, server.issue_grant()).await;
     server.reject_access_tokens();
     let statuses = burst(&client, &server.api_url("x"), 32).await;
     assert_eq!(statuses, vec![200; 32]);
@@ -105,15 +97,7 @@ async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
         .with_priority(1)
         .mount(&server.server)
         .await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = client_for(&server, server.issue_grant()).await;
     server.reject_access_tokens();
     let slow_client = client.clone();
     let slow_url = server.api_url("slow");
@@ -144,15 +128,7 @@ async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
 #[tokio::test]
 async fn d11_a_streaming_body_is_not_replayed_and_causes_no_refresh_loop() {
     let server = MiniAs::strict().await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&key(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = client_for(&server, server.issue_grant()).await;
     server.reject_access_tokens();
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>("chunk")]);
     let response = client

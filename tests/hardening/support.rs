@@ -300,6 +300,17 @@ pub fn middleware(refresher: impl TokenRefresher, origin: &str) -> TokenRefreshM
         .danger_allow_http_loopback()
 }
 
+/// A client of `server`'s API (default settings) whose default key starts with `tokens`.
+pub async fn client_for(server: &MiniAs, tokens: TokenSet) -> (ClientWithMiddleware, TokenManager) {
+    let (client, manager) = client(
+        middleware(grant(&server.token_url()), &server.uri())
+            .build()
+            .unwrap(),
+    );
+    manager.set_tokens(&key(), tokens).await.unwrap();
+    (client, manager)
+}
+
 pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, TokenManager) {
     let manager = middleware.manager().clone();
     let client = ClientBuilder::new(reqwest::Client::new())
