@@ -399,6 +399,9 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     let plain = ClientBuilder::new(client.clone()).build();
     let middleware = loopback_middleware(server);
     let manager = middleware.manager().clone();
+    let noop = ClientBuilder::new(client.clone())
+        .with(NoopMiddleware)
+        .build();
     let ours = ClientBuilder::new(client).with(middleware).build();
     let url = server.api_url();
     let (concurrency, size) = (config.e2e_concurrency, config.e2e_batch);
@@ -416,25 +419,26 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
             let (client, header) = match which {
                 0 => (&plain, None),
                 1 => (&ours, None),
-                _ => (&plain, Some(&header)),
+                2 => (&plain, Some(&header)),
+                _ => (&noop, Some(&header)),
             };
             batch(client, &url, size, concurrency, header)
         };
         // Warm up (connections, token loaded).
-        for which in 0..3 {
+        for which in 0..4 {
             run(which).await;
         }
-        let mut walls = [Duration::ZERO; 3];
-        let mut latencies = [Vec::new(), Vec::new(), Vec::new()];
-        let mut samples: Vec<[Sample; 3]> = Vec::new();
+        let mut walls = [Duration::ZERO; 4];
+        let mut latencies = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let mut samples: Vec<[Sample; 4]> = Vec::new();
         for round in 0..config.e2e_rounds {
             // The order rotates (and reverses) so a drift in machine load hits all alike.
-            let mut order = [0, 1, 2];
-            order.rotate_left(round % 3);
+            let mut order = [0, 1, 2, 3];
+            order.rotate_left(round % 4);
             if round % 2 == 1 {
                 order.reverse();
             }
-            let mut group = [(0, Duration::ZERO, 0, 0); 3];
+            let mut group = [(0, Duration::ZERO, 0, 0); 4];
             for which in order {
                 let (wall, mut sample) = run(which).await;
                 sample.sort_unstable();
@@ -456,7 +460,7 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     let [p50, p99] = [0.5, 0.99].map(|p| {
         let mut all = latencies.clone();
         all.iter_mut().for_each(|l| l.sort_unstable());
-        [0, 1, 2].map(|which| percentile(&all[which], p))
+        [0, 1, 2, 3].map(|which| percentile(&all[which], p))
     });
     eprintln!(
         "  pooled: plain {:.0} req/s p50 {} µs p99 {} µs; with middleware {:.0} req/s p50 {} µs \
@@ -482,6 +486,7 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     let p50_ratio = paired(&|s| s.2 as f64, 0);
     let p99_ratio = paired(&|s| s.3 as f64, 0);
     let wire = paired(&|s| 1.0 / s.1.as_secs_f64(), 2);
+    let framework = paired(&|s| 1.0 / s.1.as_secs_f64(), 3);
     let groups = samples.len();
     rows.push(row(
         "2. end to end, throughput (b)/(a)",
@@ -514,6 +519,29 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
         "—",
         None,
     ));
+    rows.push(row(
+        "2. diagnostic: throughput (b) / a do-nothing middleware sending the same header",
+        format!("{:.0} vs {:.0} req/s (pooled)", rps[1], rps[3]),
+        format!("{framework:.3}"),
+        "—",
+        None,
+    ));
+}
+
+/// A middleware that only passes the request on: what any middleware costs in
+/// `reqwest-middleware` (a boxed future, the chain), separated from what ours adds.
+struct NoopMiddleware;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for NoopMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        next.run(request, extensions).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
