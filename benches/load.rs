@@ -169,6 +169,10 @@ fn main() {
         worker(&kind);
         return;
     }
+    if let Ok(variant) = std::env::var(INSTRUCTIONS_ENV) {
+        instructions_run(&variant);
+        return;
+    }
     let config = Config::from_env();
     // RTR_BENCH_SECTIONS=124 runs sections 1, 2 and 4 only.
     let sections: String = env_or("RTR_BENCH_SECTIONS", "12345".to_owned());
@@ -542,6 +546,44 @@ impl reqwest_middleware::Middleware for NoopMiddleware {
     ) -> reqwest_middleware::Result<reqwest::Response> {
         next.run(request, extensions).await
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. End to end in instructions (run under callgrind by scripts/bench-instructions.sh)
+
+/// Set to `plain`, `noop` or `ours` (and `RTR_BENCH_REQUESTS`): run that client alone, one
+/// request in flight, so `valgrind --tool=callgrind` can count the instructions of the whole
+/// process (client and loopback server). Instruction counts repeat from run to run, where
+/// wall-clock ratios on a shared machine move by several percent.
+const INSTRUCTIONS_ENV: &str = "RTR_BENCH_INSTRUCTIONS";
+
+fn instructions_run(variant: &str) {
+    let requests: usize = env_or("RTR_BENCH_REQUESTS", 1000);
+    let server = Server::start(Duration::ZERO);
+    let runtime = current_thread();
+    let client = reqwest::Client::new();
+    let middleware = loopback_middleware(&server);
+    let manager = middleware.manager().clone();
+    let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
+    let header = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
+        .expect("header");
+    let (client, header) = match variant {
+        "plain" => (ClientBuilder::new(client).build(), Some(&header)),
+        "noop" => (
+            ClientBuilder::new(client).with(NoopMiddleware).build(),
+            Some(&header),
+        ),
+        "ours" => (ClientBuilder::new(client).with(middleware).build(), None),
+        other => panic!("unknown {INSTRUCTIONS_ENV} variant {other:?}"),
+    };
+    let url = server.api_url();
+    runtime.block_on(async {
+        manager
+            .set_tokens(&TokenKey::default(), tokens)
+            .await
+            .expect("set tokens");
+        batch(&client, &url, requests, 1, header).await;
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# End-to-end cost of the middleware in CPU instructions, counted by callgrind (repeatable,
+# unlike wall-clock ratios on a shared machine). For each client — plain, plain behind a
+# do-nothing middleware, and ours — it counts the whole process (client + loopback server) for
+# two request counts; the difference divided by the extra requests is the cost per request.
+# Prints a markdown table. Needs valgrind (Debian package `valgrind`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+low="${RTR_BENCH_LOW:-200}"
+high="${RTR_BENCH_HIGH:-1200}"
+cargo bench --no-run --quiet --bench load --features file,redis 2>/dev/null
+target_dir="$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')"
+binary="$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n 1)"
+count() {
+    local out
+    out="$(mktemp)"
+    RTR_BENCH_INSTRUCTIONS="$1" RTR_BENCH_REQUESTS="$2" valgrind --tool=callgrind \
+        --callgrind-out-file="$out" "$binary" >/dev/null 2>&1
+    grep '^summary:' "$out" | awk '{print $2}'
+    rm -f "$out"
+}
+declare -A per_request
+for variant in plain noop ours; do
+    a="$(count "$variant" "$low")"
+    b="$(count "$variant" "$high")"
+    per_request[$variant]=$(( (b - a) / (high - low) ))
+done
+plain=${per_request[plain]}
+noop=${per_request[noop]}
+ours=${per_request[ours]}
+echo "| client (same loopback server, 1 request in flight) | instructions per request | plain ÷ client |"
+echo "|---|---|---|"
+echo "| plain reqwest-middleware client, header set by the caller | $plain | 1.000 |"
+awk -v p="$plain" -v n="$noop" 'BEGIN { printf "| + a do-nothing middleware | %d | %.3f |\n", n, p / n }'
+awk -v p="$plain" -v o="$ours" 'BEGIN { printf "| + reqwest-token-refresh (valid token) | %d | %.3f |\n", o, p / o }'
