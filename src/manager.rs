@@ -9,7 +9,7 @@
 mod flight;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -132,8 +132,8 @@ struct KeySlot {
     /// retries) inside this process; the store's lock does the same across processes.
     writer: tokio::sync::Mutex<()>,
     flight: Mutex<Option<Flight>>,
-    /// The generation held in memory only, because its save failed (0: none).
-    unpersisted: AtomicU64,
+    /// The token set held in memory only, because its save failed.
+    unsaved: Mutex<Option<Unsaved>>,
     last_rejection_refresh: Mutex<Option<Instant>>,
     backoff: Mutex<Option<Backoff>>,
 }
@@ -145,7 +145,7 @@ impl KeySlot {
             state: ArcSwap::from_pointee(KeyState::Unloaded),
             writer: tokio::sync::Mutex::new(()),
             flight: Mutex::new(None),
-            unpersisted: AtomicU64::new(0),
+            unsaved: Mutex::new(None),
             last_rejection_refresh: Mutex::new(None),
             backoff: Mutex::new(None),
         }
@@ -155,19 +155,32 @@ impl KeySlot {
         lock(&self.flight)
     }
 
-    fn unpersisted(&self) -> Option<u64> {
-        Some(self.unpersisted.load(Ordering::Acquire)).filter(|generation| *generation != 0)
+    /// The unsaved state of generation `generation`, if its save failed.
+    fn unsaved(&self, generation: u64) -> Option<Unsaved> {
+        lock(&self.unsaved)
+            .as_ref()
+            .filter(|unsaved| unsaved.generation == generation)
+            .cloned()
     }
 
-    fn set_unpersisted(&self, generation: Option<u64>) {
-        self.unpersisted
-            .store(generation.unwrap_or(0), Ordering::Release);
+    fn set_unsaved(&self, unsaved: Option<Unsaved>) {
+        *lock(&self.unsaved) = unsaved;
     }
 
     fn publish(&self, token: &Arc<ActiveToken>) {
         self.state
             .store(Arc::new(KeyState::Active(Arc::clone(token))));
     }
+}
+
+/// A token set whose save failed: it may be saved later only over the record it replaced.
+#[derive(Debug, Clone)]
+struct Unsaved {
+    generation: u64,
+    /// What the store held when the set was made (`None`: nothing). If the store holds
+    /// anything else later, someone else wrote it (another refresh, a logout, a new login) and
+    /// the unsaved set must not overwrite it.
+    parent: Option<TokenSet>,
 }
 
 /// Critical sections behind these std mutexes only swap small values; a poisoned lock still
@@ -257,7 +270,10 @@ impl TokenManager {
         let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
         let stored_generation = stored.as_ref().map(TokenSet::generation);
         let memory_generation = slot.state.load().generation();
-        let generation = stored_generation.max(memory_generation).unwrap_or(0) + 1;
+        let generation = stored_generation
+            .max(memory_generation)
+            .unwrap_or(0)
+            .saturating_add(1);
         let tokens = tokens.with_generation(generation);
         let active = Arc::new(ActiveToken::new(tokens, self.inner.config.leeway)?);
         *lock(&slot.backoff) = None;
@@ -265,18 +281,22 @@ impl TokenManager {
             .inner
             .save(&slot.key, &active.tokens, stored_generation)
             .await;
-        slot.publish(&active);
         match saved {
             Ok(SaveOutcome::Saved) => {
-                slot.set_unpersisted(None);
+                slot.set_unsaved(None);
+                slot.publish(&active);
                 Ok(())
             }
             Ok(SaveOutcome::Conflict { .. }) => Err(Error::Store(StoreError::new(
                 StoreErrorKind::Other,
-                "the store changed while it was locked",
+                "the store changed while it was locked; tokens not set",
             ))),
             Err(error) => {
-                slot.set_unpersisted(Some(generation));
+                slot.set_unsaved(Some(Unsaved {
+                    generation,
+                    parent: stored,
+                }));
+                slot.publish(&active);
                 self.inner.retry_save_later(&slot, generation);
                 Err(Error::Store(error))
             }
@@ -302,7 +322,7 @@ impl TokenManager {
         let slot = self.inner.slot(key);
         let _writer = slot.writer.lock().await;
         let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
-        slot.set_unpersisted(None);
+        slot.set_unsaved(None);
         self.inner.store.clear(key).await.map_err(Error::Store)?;
         slot.state.store(Arc::new(KeyState::Unloaded));
         Ok(())
@@ -327,12 +347,12 @@ impl TokenManager {
         // The newest set: memory when its save is still pending, else the store.
         let unsaved = memory
             .as_ref()
-            .filter(|tokens| slot.unpersisted() == Some(tokens.generation()));
+            .filter(|tokens| slot.unsaved(tokens.generation()).is_some());
         let newest = unsaved.cloned().or(stored).or(memory);
         if let Some(tokens) = &newest {
             self.inner.refresher.revoke(key, tokens).await?;
         }
-        slot.set_unpersisted(None);
+        slot.set_unsaved(None);
         self.inner.store.clear(key).await.map_err(Error::Store)?;
         slot.state.store(Arc::new(KeyState::Unloaded));
         Ok(())

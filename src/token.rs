@@ -177,7 +177,8 @@ impl TokenSet {
     /// RFC 6749 §6: a new refresh token replaces the old one; when the response carries none,
     /// the old one is kept. The scope of the grant is kept when the response omits it (§5.1).
     pub(crate) fn next(&self, response: TokenResponse, sent_at: SystemTime) -> TokenSet {
-        let mut next = TokenSet::from_response(response, sent_at, self.generation + 1);
+        let mut next =
+            TokenSet::from_response(response, sent_at, self.generation.saturating_add(1));
         if next.refresh_token.is_none() {
             // The old refresh token is kept, with its expiry unless the server gave a new one.
             next.refresh_token = self.refresh_token.clone();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen};
+use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen, Unsaved};
 use crate::error::{Error, ReauthorizationReason};
 use crate::event::{emit, Event};
 use crate::key::TokenKey;
@@ -144,34 +144,34 @@ impl Inner {
             waited: waiting.elapsed(),
         });
         let stored = self.store.load(key).await.map_err(Error::Store)?;
-        let mut stored_generation = stored.as_ref().map(TokenSet::generation);
         let memory = match &**slot.state.load() {
             KeyState::Active(token) => Some(Arc::clone(token)),
             _ => None,
         };
+        let unsaved = memory
+            .as_ref()
+            .and_then(|memory| slot.unsaved(memory.generation()));
+        // What the store holds once this flight's saves are done: the parent of a refresh.
+        let mut parent = stored.clone();
 
         let base = match (stored, memory) {
             // Same generation *and* same tokens: a logout and new login elsewhere restarts
             // generations, so a number alone does not identify a token set.
             (Some(stored), Some(memory)) if stored == memory.tokens => memory,
-            // Our last save failed and nothing newer was stored since: save again first.
-            (stored, Some(memory))
-                if slot.unpersisted() == Some(memory.generation())
-                    && stored
-                        .as_ref()
-                        .is_none_or(|stored| stored.generation() < memory.generation()) =>
-            {
-                match self.persist(slot, &memory, stored_generation).await {
+            // Our last save failed and the store still holds what our tokens replaced: save
+            // them again first. (Anything else there was written by someone else since, and
+            // wins below.)
+            (stored, Some(memory)) if unsaved.is_some_and(|unsaved| unsaved.parent == stored) => {
+                match self.persist(slot, &memory, stored.as_ref()).await {
                     Persisted::Kept => {
-                        if slot.unpersisted().is_none() {
-                            stored_generation = Some(memory.generation());
+                        if slot.unsaved(memory.generation()).is_none() {
+                            parent = Some(memory.tokens.clone());
                         }
                         memory
                     }
                     Persisted::Superseded(newer) => {
-                        let adopted = self.adopt(slot, newer)?;
-                        stored_generation = Some(adopted.generation());
-                        adopted
+                        parent = Some(newer.clone());
+                        self.adopt(slot, newer)?
                     }
                     Persisted::Cleared => {
                         return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
@@ -191,7 +191,7 @@ impl Inner {
             }
             // Nothing usable stored, but the grant can mint tokens (client credentials).
             (None, _) if self.refresher.obtains_without_tokens() => {
-                return self.refresh(slot, None, stored_generation).await;
+                return self.refresh(slot, None, None).await;
             }
             // Our tokens were persisted and the record is gone: logged out elsewhere, or the
             // grant died in another process.
@@ -209,7 +209,9 @@ impl Inner {
                             return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
                         }
                     }
-                    stored_generation = Some(initial.generation());
+                    if slot.unsaved(initial.generation()).is_none() {
+                        parent = Some(initial.tokens.clone());
+                    }
                     if trigger == Trigger::Due && !initial.refresh_due(SystemTime::now()) {
                         return Ok(initial);
                     }
@@ -234,16 +236,16 @@ impl Inner {
         {
             return Err(backoff.error.clone());
         }
-        self.refresh(slot, Some(&base), stored_generation).await
+        self.refresh(slot, Some(&base), parent).await
     }
 
-    /// Calls the token endpoint, persists, publishes. `stored` is the generation the store
-    /// holds (read under the lock).
+    /// Calls the token endpoint, persists, publishes. `stored` is what the store holds (read
+    /// under the lock).
     async fn refresh(
         self: &Arc<Self>,
         slot: &Arc<KeySlot>,
         base: Option<&ActiveToken>,
-        stored: Option<u64>,
+        stored: Option<TokenSet>,
     ) -> Outcome {
         let key = &slot.key;
         let sent_at = SystemTime::now();
@@ -261,12 +263,15 @@ impl Inner {
         let rotated = response.refresh_token.is_some();
         let next = match current {
             Some(current) => current.next(response, sent_at),
-            None => TokenSet::from_response(response, sent_at, stored.unwrap_or(0) + 1),
+            None => {
+                let generation = stored.as_ref().map_or(0, TokenSet::generation);
+                TokenSet::from_response(response, sent_at, generation.saturating_add(1))
+            }
         };
         let next = Arc::new(ActiveToken::new(next, self.config.leeway)?);
         // Persist before publish: waiters are released only after the save was attempted,
         // and a failed save keeps the new tokens in memory.
-        let published = match self.persist(slot, &next, stored).await {
+        let published = match self.persist(slot, &next, stored.as_ref()).await {
             Persisted::Kept => {
                 slot.publish(&next);
                 next
@@ -325,7 +330,7 @@ impl Inner {
         if let Err(store_error) = self.store.clear(key).await {
             log::warn!(%key, error = %store_error, "could not clear a dead grant");
         }
-        slot.set_unpersisted(None);
+        slot.set_unsaved(None);
         let reason = match &error {
             Error::ReauthorizationRequired { reason, .. } => reason.clone(),
             _ => ReauthorizationReason::NoTokens,
@@ -344,17 +349,19 @@ impl Inner {
         stored: &TokenSet,
     ) -> bool {
         let Some(base) = base else { return true };
-        if stored.generation() > base.generation() {
-            return true;
+        match slot.unsaved(base.generation()) {
+            // Unsaved: the store still holding our parent (or the consumed set before it) is
+            // ours to replace; anything else was written by someone else since.
+            Some(unsaved) => unsaved.parent.as_ref() != Some(stored),
+            None => *stored != base.tokens,
         }
-        *stored != base.tokens && slot.unpersisted() != Some(base.generation())
     }
 
     /// Publishes a token set found in the store.
     fn adopt(&self, slot: &KeySlot, tokens: TokenSet) -> Outcome {
         let adopted = Arc::new(ActiveToken::new(tokens, self.config.leeway)?);
         let had_tokens = matches!(**slot.state.load(), KeyState::Active(_));
-        slot.set_unpersisted(None);
+        slot.set_unsaved(None);
         slot.publish(&adopted);
         if had_tokens {
             self.emit(Event::Adopted {
@@ -365,18 +372,19 @@ impl Inner {
         Ok(adopted)
     }
 
-    /// Saves `token` expecting generation `expected` in the store. On failure the tokens stay
-    /// authoritative in memory and a background task retries.
+    /// Saves `token` over `parent` (what the store holds). On failure the tokens stay
+    /// authoritative in memory and a background task retries, over that same parent only.
     async fn persist(
         self: &Arc<Self>,
         slot: &Arc<KeySlot>,
         token: &ActiveToken,
-        expected: Option<u64>,
+        parent: Option<&TokenSet>,
     ) -> Persisted {
         let generation = token.generation();
+        let expected = parent.map(TokenSet::generation);
         match self.save(&slot.key, &token.tokens, expected).await {
             Ok(SaveOutcome::Saved) => {
-                slot.set_unpersisted(None);
+                slot.set_unsaved(None);
                 Persisted::Kept
             }
             Ok(SaveOutcome::Conflict {
@@ -384,7 +392,10 @@ impl Inner {
             }) => Persisted::Superseded(current),
             Ok(SaveOutcome::Conflict { current: None }) => Persisted::Cleared,
             Err(_) => {
-                slot.set_unpersisted(Some(generation));
+                slot.set_unsaved(Some(Unsaved {
+                    generation,
+                    parent: parent.cloned(),
+                }));
                 self.retry_save_later(slot, generation);
                 Persisted::Kept
             }
@@ -427,12 +438,11 @@ impl Inner {
                 let _writer = slot.writer.lock().await;
                 // Checked under the writer lock: a flight, `set_tokens` or `clear` may have
                 // moved the key on (and a cleared key must stay cleared).
-                let current = match &**slot.state.load() {
-                    KeyState::Active(token)
-                        if token.generation() == generation
-                            && slot.unpersisted() == Some(generation) =>
+                let (current, unsaved) = match (&**slot.state.load(), slot.unsaved(generation)) {
+                    (KeyState::Active(token), Some(unsaved))
+                        if token.generation() == generation =>
                     {
-                        Arc::clone(token)
+                        (Arc::clone(token), unsaved)
                     }
                     _ => return,
                 };
@@ -440,20 +450,25 @@ impl Inner {
                     continue;
                 };
                 let stored = match inner.store.load(&slot.key).await {
-                    Ok(stored) => stored.map(|tokens| tokens.generation()),
+                    Ok(stored) => stored,
                     Err(_) => continue,
                 };
-                if stored == Some(generation) {
-                    slot.set_unpersisted(None);
+                if stored.as_ref() == Some(&current.tokens) {
+                    slot.set_unsaved(None);
                     return;
                 }
-                match inner.save(&slot.key, &current.tokens, stored).await {
-                    Ok(SaveOutcome::Saved) => {
-                        slot.set_unpersisted(None);
+                if stored != unsaved.parent {
+                    // Someone else wrote the record since (a refresh, a logout, a new login):
+                    // never overwrite it. The next flight adopts what is there.
+                    slot.set_unsaved(None);
+                    return;
+                }
+                let expected = stored.as_ref().map(TokenSet::generation);
+                match inner.save(&slot.key, &current.tokens, expected).await {
+                    Ok(SaveOutcome::Saved) | Ok(SaveOutcome::Conflict { .. }) => {
+                        slot.set_unsaved(None);
                         return;
                     }
-                    // Written meanwhile by someone else: the next flight adopts it.
-                    Ok(SaveOutcome::Conflict { .. }) => return,
                     Err(_) => continue,
                 }
             }

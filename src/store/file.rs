@@ -363,24 +363,25 @@ async fn blocking<T: Send + 'static>(
 /// Reads and checks the token file; `None` when there is none.
 fn read_document(paths: &Paths) -> Result<Option<Document>, StoreError> {
     let path = &paths.file;
-    let link = match fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io_error("could not read token file", path, error)),
-    };
-    if link.file_type().is_symlink() {
-        return Err(StoreError::new(
-            StoreErrorKind::Refused,
-            format!(
-                "token file {} is a symbolic link; refusing to follow it (point the store at \
-                 the real file, or replace the link with the file itself)",
-                path.display()
-            ),
-        ));
-    }
-    let mut file = match File::open(path) {
+    // O_NOFOLLOW: a symlink is refused by the open itself (no check-then-open gap);
+    // O_NONBLOCK: a FIFO put in the file's place cannot hang the open.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let mut file = match opened {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StoreError::new(
+                StoreErrorKind::Refused,
+                format!(
+                    "token file {} is a symbolic link; refusing to follow it (point the store at \
+                     the real file, or replace the link with the file itself)",
+                    path.display()
+                ),
+            ))
+        }
         Err(error) => return Err(io_error("could not read token file", path, error)),
     };
     // Check what was opened, not what the name pointed to a moment ago.
@@ -478,6 +479,8 @@ fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
             .write(true)
             .create(true)
             .mode(PRIVATE_MODE)
+            // Never create or open through a symlink, never block on a FIFO.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&paths.lock)
     };
     let file = match open() {
@@ -497,14 +500,28 @@ fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
         }
         other => other,
     }
-    .map_err(|error| io_error("could not open lock file", &paths.lock, error))?;
-    let link = fs::symlink_metadata(&paths.lock)
-        .map_err(|error| io_error("could not open lock file", &paths.lock, error))?;
-    if link.file_type().is_symlink() {
+    .map_err(|error| {
+        if error.raw_os_error() == Some(libc::ELOOP) {
+            StoreError::new(
+                StoreErrorKind::Refused,
+                format!(
+                    "lock file {} is a symbolic link; remove it (it is recreated)",
+                    paths.lock.display()
+                ),
+            )
+        } else {
+            io_error("could not open lock file", &paths.lock, error)
+        }
+    })?;
+    let regular = file
+        .metadata()
+        .map_err(|error| io_error("could not open lock file", &paths.lock, error))?
+        .is_file();
+    if !regular {
         return Err(StoreError::new(
             StoreErrorKind::Refused,
             format!(
-                "lock file {} is a symbolic link; remove it (it is recreated)",
+                "lock file {} is not a regular file; remove it",
                 paths.lock.display()
             ),
         ));

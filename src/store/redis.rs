@@ -52,10 +52,11 @@ return 0
 /// - **Encrypted at rest:** each record is a hash `{generation, sealed}`; `sealed` is the token
 ///   set encrypted with XChaCha20-Poly1305, with the Redis key name as associated data (a value
 ///   copied to another user's key fails to open).
-/// - **Key names:** `prefix + key` by default. With
-///   [`hash_key_names`](RedisTokenStoreBuilder::hash_key_names), `prefix + HMAC-SHA256(salt,
-///   key)` in hex, so user ids cannot be read from the keyspace (the salt is a deployment
-///   secret; changing it orphans every record).
+/// - **Key names:** records are `prefix + "tokens:" + key` and locks `prefix + "lock:" + key`
+///   (separate namespaces, so no key name can collide with another key's lock). With
+///   [`hash_key_names`](RedisTokenStoreBuilder::hash_key_names), `key` is replaced by
+///   `HMAC-SHA256(salt, key)` in hex, so user ids cannot be read from the keyspace (the salt is a
+///   deployment secret; changing it orphans every record).
 /// - **TTL:** every write sets the record's expiry to the refresh token's lifetime minus a
 ///   margin (5 min by default): the lifetime the server sent (`refresh_expires_in`), else the
 ///   one configured, else a default (30 days). A rotation sets it again, never drops it. An
@@ -103,19 +104,27 @@ impl RedisTokenStore {
         }
     }
 
-    /// The Redis key holding `key`'s record.
+    /// The Redis key holding `key`'s record: `prefix + "tokens:" + name`.
     pub fn record_name(&self, key: &TokenKey) -> String {
+        format!("{}tokens:{}", self.prefix, self.name(key))
+    }
+
+    /// The lock's Redis key: `prefix + "lock:" + name`. Records and locks live in separate
+    /// namespaces, so no key's record can ever be another key's lock (key names are often
+    /// user-controlled).
+    fn lock_name(&self, key: &TokenKey) -> String {
+        format!("{}lock:{}", self.prefix, self.name(key))
+    }
+
+    /// The key's name in the keyspace: as given, or its HMAC with the deployment salt.
+    fn name(&self, key: &TokenKey) -> String {
         match &self.salt {
-            None => format!("{}{}", self.prefix, key.as_str()),
+            None => key.as_str().to_owned(),
             Some(salt) => {
                 let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt)
                     .expect("HMAC accepts keys of any length");
                 mac.update(key.as_str().as_bytes());
-                format!(
-                    "{}{}",
-                    self.prefix,
-                    hex::encode(mac.finalize().into_bytes())
-                )
+                hex::encode(mac.finalize().into_bytes())
             }
         }
     }
@@ -131,10 +140,6 @@ impl RedisTokenStore {
                 .max(Duration::from_secs(1)),
             None => self.ttl,
         }
-    }
-
-    fn lock_name(&self, key: &TokenKey) -> String {
-        format!("{}:lock", self.record_name(key))
     }
 
     async fn read(&self, record: &str) -> Result<Option<TokenSet>, StoreError> {

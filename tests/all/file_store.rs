@@ -594,3 +594,27 @@ fn child_unwritable_dir() {
         );
     });
 }
+
+#[tokio::test]
+async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without_hanging() {
+    let dir = TempDir::new();
+    let file = dir.0.join("tokens.json");
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system node.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let store = FileTokenStore::new(&file);
+    let loaded = tokio::time::timeout(Duration::from_secs(5), store.load(&TokenKey::default()))
+        .await
+        .expect("a FIFO must not hang the load");
+    assert_eq!(loaded.unwrap_err().kind(), StoreErrorKind::Refused);
+
+    // A dangling symlink where the lock file goes: refused, and nothing created at its target.
+    let other = TempDir::new();
+    let target = other.0.join("created-through-the-link");
+    let lock_dir = TempDir::new();
+    std::os::unix::fs::symlink(&target, lock_dir.0.join("tokens.json.lock")).unwrap();
+    let store = FileTokenStore::new(lock_dir.0.join("tokens.json"));
+    let error = store.lock(&TokenKey::default()).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Refused);
+    assert!(!target.exists());
+}

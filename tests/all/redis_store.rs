@@ -567,3 +567,33 @@ async fn the_ttl_follows_a_refresh_token_lifetime_the_server_reported() {
     // Two hours minus the 5 min margin, not the 30-day default.
     assert!(ttl > 6_000_000 && ttl <= 6_900_000, "ttl {ttl}");
 }
+
+#[tokio::test]
+async fn a_key_named_like_another_keys_lock_does_not_collide_with_it() {
+    let prefix = unique_prefix();
+    let Some(_) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .lock_timeout(Duration::from_millis(300))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let alice = TokenKey::new("alice");
+    let tricky = TokenKey::new("alice:lock");
+    let _ = store
+        .save(&tricky, &with_generation(tokens("1"), 1), None)
+        .await
+        .unwrap();
+    // Alice's lock is free, and holding it neither breaks nor deletes the other record.
+    let held = store.lock(&alice).await.unwrap();
+    assert!(store.load(&tricky).await.unwrap().is_some());
+    store.clear(&tricky).await.unwrap();
+    assert_eq!(
+        store.lock(&alice).await.unwrap_err().kind(),
+        StoreErrorKind::LockTimeout,
+        "clearing another key must not release alice's lock"
+    );
+    drop(held);
+}

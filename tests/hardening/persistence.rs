@@ -136,3 +136,51 @@ async fn inv1_invalid_grant_while_unsaved_never_falls_back_to_the_consumed_token
         held.map(|t| t.generation())
     );
 }
+
+#[tokio::test]
+async fn inv5_an_unsaved_rotation_never_overwrites_a_newer_login_made_elsewhere() {
+    // Process A (this fixture) rotates while its store is unreachable; process B logs the
+    // user out and in again on the same shared store. A's background save retry must not put
+    // the old session back over B's login (generations restart after a logout, so only the
+    // record A's tokens replaced may be overwritten).
+    let mut f = fixture(std::time::Duration::ZERO).await;
+    let shared = f.store.clone();
+    let (_, b) = client(
+        middleware(grant(&f.server.token_url()), &f.server.uri())
+            .shared_store(shared.clone())
+            .build()
+            .unwrap(),
+    );
+    f.store.fail_saves(1);
+    let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
+
+    // B: logout, then a new login (stored as generation 1 again).
+    b.clear(&key()).await.unwrap();
+    let login = f.server.issue_grant();
+    b.set_tokens(&key(), login.clone()).await.unwrap();
+
+    // A's retry reads the store, finds a record it did not replace, and must stop there.
+    let entered = f.store.gate.arm(Point::Load);
+    reached(entered).await;
+    f.store.gate.release();
+    let saves_before = f.store.saves();
+    // Give a (wrong) save every chance to happen before looking.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        f.store.saves(),
+        saves_before,
+        "the retry wrote over B's login"
+    );
+    let stored = f.store.stored().await.unwrap();
+    assert_eq!(stored.access_token(), login.access_token());
+
+    // A's next request adopts B's login instead of resurrecting its own session.
+    f.server.reject_access_tokens();
+    let _ = f.client.get(f.server.api_url("me")).send().await.unwrap();
+    f.server.assert_no_refresh_token_reused();
+    let held = f.manager.tokens(&key()).await.unwrap().unwrap();
+    assert_ne!(held.refresh_token(), None);
+    assert_eq!(f.store.stored().await.unwrap(), held);
+}

@@ -132,6 +132,16 @@ pub(super) async fn lock(
     };
     // The server enforces the wait, so a timed-out waiter leaves nothing queued behind it.
     let left = deadline.saturating_duration_since(Instant::now());
+    // If the holder's host dies without closing the socket, the server would keep the session
+    // (and the lock) until kernel keepalive gives up, two hours by default: probe sooner.
+    sqlx::query(
+        "SELECT set_config('tcp_keepalives_idle', '10', false), \
+                set_config('tcp_keepalives_interval', '5', false), \
+                set_config('tcp_keepalives_count', '3', false)",
+    )
+    .execute(&mut connection)
+    .await
+    .map_err(|error| store_error(error, table, &doing))?;
     let lock_timeout = format!("{}ms", left.as_millis().max(1));
     let locked = async {
         sqlx::query("SELECT set_config('lock_timeout', $1, false)")
