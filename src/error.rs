@@ -61,6 +61,19 @@ pub enum Error {
     /// The token endpoint's success response could not be used.
     #[error("unusable token response")]
     InvalidResponse(#[source] InvalidResponse),
+    /// The token endpoint rotated the refresh token but the rest of its answer is unusable
+    /// (for instance an access token that is not a valid `b64token`). The middleware keeps
+    /// the new refresh token, since the old one is consumed, and returns
+    /// [`Error::InvalidResponse`] to callers; a custom [`TokenRefresher`](crate::TokenRefresher)
+    /// returns this so the rotation is not lost.
+    #[error("unusable token response (the rotated refresh token was kept)")]
+    UnusableRotation {
+        /// What is wrong with the answer.
+        #[source]
+        error: InvalidResponse,
+        /// The new refresh token the server issued.
+        refresh_token: crate::secret::RefreshToken,
+    },
     /// The token store failed.
     #[error("token store failed")]
     Store(#[source] StoreError),

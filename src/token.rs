@@ -188,6 +188,17 @@ impl TokenSet {
         next
     }
 
+    /// The set after a rotation whose access token was unusable: the new refresh token, the
+    /// old access token marked expired (so the next request refreshes, after any backoff).
+    pub(crate) fn with_rotated_refresh_token(&self, refresh_token: RefreshToken) -> TokenSet {
+        let mut next = self.clone();
+        next.refresh_token = Some(refresh_token);
+        next.refresh_expires_at = None;
+        next.expires_at = Some(UNIX_EPOCH);
+        next.generation = self.generation.saturating_add(1);
+        next
+    }
+
     /// A set made from a token response alone (a client-credentials grant).
     pub(crate) fn from_response(
         response: TokenResponse,

@@ -65,7 +65,19 @@ pub(crate) fn classify(
         return Err(Error::TokenEndpoint(error));
     }
     let raw = parsed.map_err(Error::InvalidResponse)?;
-    success(raw).map_err(Error::InvalidResponse)
+    // A server that rotated has already consumed the old refresh token: if the rest of the
+    // answer is unusable, the new refresh token must still be kept (INV-1).
+    let rotated = match &raw.refresh_token {
+        Some(Value::String(token)) if !token.is_empty() => Some(RefreshToken::new(token.clone())),
+        _ => None,
+    };
+    success(raw).map_err(|error| match rotated {
+        Some(refresh_token) => Error::UnusableRotation {
+            error,
+            refresh_token,
+        },
+        None => Error::InvalidResponse(error),
+    })
 }
 
 fn oauth_error(key: &TokenKey, error: OAuthError) -> Error {
@@ -273,6 +285,18 @@ mod tests {
             run(200, body).unwrap().refresh_token.unwrap().secret(),
             "rt-2"
         );
+    }
+
+    #[test]
+    fn inv1_an_unusable_answer_that_rotated_keeps_the_new_refresh_token() {
+        let body = r#"{"access_token":"bad token","token_type":"Bearer","refresh_token":"rt-9"}"#;
+        match run(200, body) {
+            Err(Error::UnusableRotation {
+                error: InvalidResponse::MalformedAccessToken,
+                refresh_token,
+            }) => assert_eq!(refresh_token.secret(), "rt-9"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -257,7 +257,11 @@ impl Inner {
         });
         let response = match self.refresher.refresh(key, current).await {
             Ok(response) => response,
-            Err(error) => return self.refresh_failed(slot, base, error).await,
+            Err(error) => {
+                return self
+                    .refresh_failed(slot, base, stored.as_ref(), error)
+                    .await
+            }
         };
         *lock(&slot.backoff) = None;
         let rotated = response.refresh_token.is_some();
@@ -293,12 +297,25 @@ impl Inner {
     /// Records a failed refresh and returns what every waiter gets: the error, or newer tokens
     /// another process stored.
     async fn refresh_failed(
-        &self,
-        slot: &KeySlot,
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
         base: Option<&ActiveToken>,
+        stored: Option<&TokenSet>,
         error: Error,
     ) -> Outcome {
         let key = &slot.key;
+        let error = match error {
+            Error::UnusableRotation {
+                error,
+                refresh_token,
+            } => {
+                if let Some(base) = base {
+                    self.keep_rotation(slot, base, stored, refresh_token).await;
+                }
+                Error::InvalidResponse(error)
+            }
+            error => error,
+        };
         if !error.is_reauthorization_required() {
             if !error.is_transient() {
                 // R27: retrying at once cannot fix this; transient errors are left to the
@@ -336,6 +353,29 @@ impl Inner {
             _ => ReauthorizationReason::NoTokens,
         };
         Err(self.reauthorize(slot, reason))
+    }
+
+    /// Keeps the refresh token of a rotation whose answer was otherwise unusable: the old one
+    /// is consumed at the server and must never be sent again (INV-1).
+    async fn keep_rotation(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        base: &ActiveToken,
+        stored: Option<&TokenSet>,
+        refresh_token: crate::RefreshToken,
+    ) {
+        let kept = base.tokens.with_rotated_refresh_token(refresh_token);
+        let Ok(kept) = ActiveToken::new(kept, self.config.leeway) else {
+            return;
+        };
+        let kept = Arc::new(kept);
+        match self.persist(slot, &kept, stored).await {
+            Persisted::Kept => slot.publish(&kept),
+            Persisted::Superseded(newer) => {
+                let _ = self.adopt(slot, newer);
+            }
+            Persisted::Cleared => {}
+        }
     }
 
     /// Whether `stored` replaces the `base` we refreshed from: a newer generation, or (when

@@ -154,3 +154,30 @@ async fn r27_a_configuration_error_backs_off_instead_of_calling_again() {
         assert!(token_error(&error).is_client_rejected());
     }
 }
+
+#[tokio::test]
+async fn inv1_a_rotation_with_an_unusable_access_token_keeps_the_new_refresh_token() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let token_server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "not a b64token",
+            "token_type": "Bearer",
+            "refresh_token": "rt-rotated",
+        })))
+        .expect(1)
+        .mount(&token_server)
+        .await;
+    let (client, manager) = client_against(&server, &token_server).await;
+    let error = client.get(server.api_url("me")).send().await.unwrap_err();
+    assert!(matches!(
+        token_error(&error),
+        reqwest_token_refresh::Error::InvalidResponse(_)
+    ));
+    // The old refresh token is consumed at the server: the new one is what we keep.
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(held.refresh_token().unwrap().secret(), "rt-rotated");
+    assert_eq!(held.generation(), 2);
+    // Backing off: no second call (the mock expects exactly one).
+    assert!(client.get(server.api_url("me")).send().await.is_err());
+}
