@@ -134,6 +134,7 @@ proptest! {
                         | Error::TokenEndpoint(_)
                         | Error::Transient(_)
                         | Error::InvalidResponse(_)
+                        | Error::UnusableRotation { .. }
                 );
                 prop_assert!(typed, "{:?}", error);
             }
