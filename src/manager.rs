@@ -210,6 +210,8 @@ struct Inner {
     /// the map's reader count is a cache line every request on every core would write.
     first: ArcSwapOption<KeySlot>,
     next_flight_id: AtomicU64,
+    /// What the token sets of this manager are bound to (D15); see `TokenSet::issued_for`.
+    binding: Option<String>,
     /// `initial` is used at most once per manager: never to resurrect a logged-out key.
     initial_used: std::sync::atomic::AtomicBool,
 }
@@ -243,11 +245,13 @@ impl TokenManager {
         refresher: Arc<dyn TokenRefresher>,
         config: ManagerConfig,
     ) -> Self {
+        let binding = refresher.issuer_binding();
         Self {
             inner: Arc::new(Inner {
                 store,
                 refresher,
                 config,
+                binding,
                 keys: RwLock::new(HashMap::new()),
                 first: ArcSwapOption::empty(),
                 next_flight_id: AtomicU64::new(0),
@@ -274,7 +278,9 @@ impl TokenManager {
             .max(memory_generation)
             .unwrap_or(0)
             .saturating_add(1);
-        let tokens = tokens.with_generation(generation);
+        let tokens = tokens
+            .with_generation(generation)
+            .with_issued_for(self.inner.binding.clone());
         let active = Arc::new(ActiveToken::new(tokens, self.inner.config.leeway)?);
         *lock(&slot.backoff) = None;
         let saved = self

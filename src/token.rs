@@ -49,6 +49,8 @@ pub struct TokenSet {
         skip_serializing_if = "Option::is_none"
     )]
     refresh_expires_at: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_for: Option<String>,
     #[serde(default)]
     generation: u64,
 }
@@ -67,6 +69,7 @@ impl TokenSet {
             issued_at: None,
             scope: None,
             refresh_expires_at: None,
+            issued_for: None,
             generation: 0,
         }
     }
@@ -112,6 +115,11 @@ impl TokenSet {
         self
     }
 
+    pub(crate) fn with_issued_for(mut self, issued_for: Option<String>) -> Self {
+        self.issued_for = issued_for;
+        self
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
         &self.access_token
@@ -148,6 +156,13 @@ impl TokenSet {
         self.refresh_expires_at
     }
 
+    /// Which authorization server and client the set belongs to (`<token endpoint> <client
+    /// id>`), recorded by the middleware (D15). A middleware configured for another never
+    /// adopts the set, so a refresh token is never sent to a server that did not issue it.
+    pub fn issued_for(&self) -> Option<&str> {
+        self.issued_for.as_deref()
+    }
+
     /// The version of this set; grows by one on every change.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -178,7 +193,8 @@ impl TokenSet {
     /// the old one is kept. The scope of the grant is kept when the response omits it (§5.1).
     pub(crate) fn next(&self, response: TokenResponse, sent_at: SystemTime) -> TokenSet {
         let mut next =
-            TokenSet::from_response(response, sent_at, self.generation.saturating_add(1));
+            TokenSet::from_response(response, sent_at, self.generation.saturating_add(1))
+                .with_issued_for(self.issued_for.clone());
         if next.refresh_token.is_none() {
             // The old refresh token is kept, with its expiry unless the server gave a new one.
             next.refresh_token = self.refresh_token.clone();

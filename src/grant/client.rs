@@ -91,6 +91,11 @@ impl OAuthClient {
         }
     }
 
+    /// `<token endpoint> <client id>`: what a stored token set is bound to (D15).
+    pub(crate) fn binding(&self) -> String {
+        format!("{} {}", self.token_endpoint, self.client_id)
+    }
+
     fn client_secret(&self) -> &str {
         self.client_secret.as_ref().map_or("", |s| s.secret())
     }

@@ -75,6 +75,10 @@ impl std::fmt::Debug for ClientCredentialsGrant {
 
 #[async_trait]
 impl TokenRefresher for ClientCredentialsGrant {
+    fn issuer_binding(&self) -> Option<String> {
+        Some(self.client.binding())
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,

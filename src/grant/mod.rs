@@ -35,6 +35,13 @@ pub trait TokenRefresher: Send + Sync + 'static {
         current: Option<&TokenSet>,
     ) -> Result<TokenResponse, Error>;
 
+    /// The authorization server and client this refresher talks for, recorded in the token sets
+    /// it produces (e.g. `"https://auth.example.com/token my-client"`). A stored set recorded
+    /// for another is refused, never sent here (D15). Default: `None` (no check).
+    fn issuer_binding(&self) -> Option<String> {
+        None
+    }
+
     /// Whether [`refresh`](Self::refresh) can obtain tokens for a key that has none (client
     /// credentials can; a refresh-token grant needs the user's tokens). Default: `false`.
     fn obtains_without_tokens(&self) -> bool {

@@ -79,6 +79,10 @@ impl std::fmt::Debug for RefreshTokenGrant {
 
 #[async_trait]
 impl TokenRefresher for RefreshTokenGrant {
+    fn issuer_binding(&self) -> Option<String> {
+        Some(self.client.binding())
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,

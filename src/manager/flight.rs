@@ -12,7 +12,7 @@ use crate::error::{Error, ReauthorizationReason};
 use crate::event::{emit, Event};
 use crate::key::TokenKey;
 use crate::log;
-use crate::store::{SaveOutcome, StoreError};
+use crate::store::{SaveOutcome, StoreError, StoreErrorKind};
 use crate::token::TokenSet;
 
 /// First and longest pause between attempts to save tokens whose save failed.
@@ -270,6 +270,7 @@ impl Inner {
             None => {
                 let generation = stored.as_ref().map_or(0, TokenSet::generation);
                 TokenSet::from_response(response, sent_at, generation.saturating_add(1))
+                    .with_issued_for(self.binding.clone())
             }
         };
         let next = Arc::new(ActiveToken::new(next, self.config.leeway)?);
@@ -399,6 +400,20 @@ impl Inner {
 
     /// Publishes a token set found in the store.
     fn adopt(&self, slot: &KeySlot, tokens: TokenSet) -> Outcome {
+        if let (Some(ours), Some(theirs)) = (&self.binding, tokens.issued_for()) {
+            if ours != theirs {
+                // D15: never send a refresh token to a server that did not issue it.
+                return Err(Error::Store(StoreError::new(
+                    StoreErrorKind::Refused,
+                    format!(
+                        "the stored tokens of `{}` were issued for another authorization server \
+                         or client ({}); refusing to use them (use another key or store)",
+                        slot.key,
+                        crate::grant::endpoint::redact_userinfo(theirs)
+                    ),
+                )));
+            }
+        }
         let adopted = Arc::new(ActiveToken::new(tokens, self.config.leeway)?);
         let had_tokens = matches!(**slot.state.load(), KeyState::Active(_));
         slot.set_unsaved(None);
@@ -532,7 +547,12 @@ impl Inner {
         if initial_key != key || self.initial_used.swap(true, Ordering::AcqRel) {
             return None;
         }
-        Some(tokens.clone().with_generation(1))
+        Some(
+            tokens
+                .clone()
+                .with_generation(1)
+                .with_issued_for(self.binding.clone()),
+        )
     }
 
     fn reauthorize(&self, slot: &KeySlot, reason: ReauthorizationReason) -> Error {

@@ -340,3 +340,45 @@ async fn inv5_a_logout_and_new_login_elsewhere_is_adopted_not_overwritten() {
     assert_ne!(held.refresh_token().unwrap().secret(), "rt-1");
     assert_eq!(held.refresh_token(), stored.refresh_token());
 }
+
+#[tokio::test]
+async fn d15_a_stored_refresh_token_is_never_sent_to_another_authorization_server() {
+    // Two services share a store by mistake, with the same key: the second, configured for
+    // another token endpoint, must refuse the first one's tokens instead of sending them.
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let elsewhere = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let store: Arc<dyn reqwest_token_refresh::TokenStore> =
+        Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
+    let (_, first) = client(
+        builder(&server)
+            .shared_store(Arc::clone(&store))
+            .build()
+            .unwrap(),
+    );
+    first
+        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
+        .await
+        .unwrap();
+    let (second, _) = client(
+        builder_for(&format!("{}/token", elsewhere.uri()), &server.uri())
+            .shared_store(store)
+            .build()
+            .unwrap(),
+    );
+    let error = second.get(server.api_url("me")).send().await.unwrap_err();
+    match crate::helpers::token_error(&error) {
+        reqwest_token_refresh::Error::Store(store_error) => {
+            assert_eq!(
+                store_error.kind(),
+                reqwest_token_refresh::StoreErrorKind::Refused
+            )
+        }
+        other => panic!("expected a refused store record, got {other:?}"),
+    }
+    assert_eq!(server.api_calls(), 0);
+}
