@@ -191,6 +191,7 @@ impl Inner {
             }
             // Nothing usable stored, but the grant can mint tokens (client credentials).
             (None, _) if self.refresher.obtains_without_tokens() => {
+                still_held(&_lock)?;
                 return self.refresh(slot, None, None).await;
             }
             // Our tokens were persisted and the record is gone: logged out elsewhere, or the
@@ -236,6 +237,7 @@ impl Inner {
         {
             return Err(backoff.error.clone());
         }
+        still_held(&_lock)?;
         self.refresh(slot, Some(&base), parent).await
     }
 
@@ -573,6 +575,18 @@ impl Inner {
     fn emit(&self, event: Event) {
         emit(self.config.on_event.as_ref(), event);
     }
+}
+
+/// INV-2: a holder whose lease was lost must not call the token endpoint alongside the new
+/// holder.
+fn still_held(lock: &crate::StoreLock) -> Result<(), Error> {
+    if lock.is_held() {
+        return Ok(());
+    }
+    Err(Error::Store(StoreError::new(
+        StoreErrorKind::LockTimeout,
+        "the store lock was lost before the token call; not refreshing",
+    )))
 }
 
 /// Removes a finished flight from its slot, also when the task panicked.

@@ -12,6 +12,9 @@ mod seal;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 #[cfg(feature = "redis")]
@@ -82,26 +85,47 @@ pub enum SaveOutcome {
 #[must_use = "the lock is released when this value is dropped"]
 pub struct StoreLock {
     _guard: Option<Box<dyn Send + Sync>>,
+    lost: Option<Arc<AtomicBool>>,
 }
 
 impl StoreLock {
     /// A lock with nothing to release, for stores used by one process only.
     pub fn none() -> Self {
-        Self { _guard: None }
+        Self {
+            _guard: None,
+            lost: None,
+        }
     }
 
     /// A lock released when `guard` is dropped (a file lock, a lease released by `Drop`, …).
     pub fn new(guard: impl Send + Sync + 'static) -> Self {
         Self {
             _guard: Some(Box::new(guard)),
+            lost: None,
         }
+    }
+
+    /// Attaches a flag the store sets when the lock is lost while held (a lease that expired
+    /// or could not be renewed). The middleware checks it before calling the token endpoint,
+    /// so a holder that lost its lease never refreshes alongside the new holder (INV-2).
+    pub fn with_loss_flag(mut self, lost: Arc<AtomicBool>) -> Self {
+        self.lost = Some(lost);
+        self
+    }
+
+    /// Whether the lock is still held (always, for locks without a loss flag).
+    pub fn is_held(&self) -> bool {
+        self.lost
+            .as_ref()
+            .is_none_or(|lost| !lost.load(Ordering::Acquire))
     }
 }
 
 impl std::fmt::Debug for StoreLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreLock")
-            .field("held", &self._guard.is_some())
+            .field("guarded", &self._guard.is_some())
+            .field("held", &self.is_held())
             .finish()
     }
 }

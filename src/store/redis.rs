@@ -1,6 +1,8 @@
 //! A token store in Redis: sealed token sets with a TTL, conditional writes and a lease lock,
 //! so many replicas of a service share per-user tokens and refresh each one once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -246,18 +248,21 @@ impl TokenStore for RedisTokenStore {
                 .await
                 .map_err(redis_error)?;
             if taken.is_some() {
+                let lost = Arc::new(AtomicBool::new(false));
                 let renewal = tokio::spawn(renew(
                     connection.clone(),
                     name.clone(),
                     token.clone(),
                     self.lease,
+                    Arc::clone(&lost),
                 ));
-                return Ok(StoreLock::new(Lease {
+                let lease = Lease {
                     connection,
                     name,
                     token,
                     renewal,
-                }));
+                };
+                return Ok(StoreLock::new(lease).with_loss_flag(lost));
             }
             if started.elapsed() >= self.lock_timeout {
                 return Err(StoreError::new(
@@ -276,7 +281,14 @@ impl TokenStore for RedisTokenStore {
 
 /// Keeps a held lease alive (every third of its length) while its holder works, so a slow
 /// token endpoint cannot let a second replica in; stops once the lease is no longer ours.
-async fn renew(mut connection: ConnectionManager, name: String, token: String, lease: Duration) {
+async fn renew(
+    mut connection: ConnectionManager,
+    name: String,
+    token: String,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    let mut renewed_at = Instant::now();
     loop {
         tokio::time::sleep(lease / 3).await;
         let renewed: redis::RedisResult<i64> = Script::new(RENEW_IF_OURS)
@@ -286,12 +298,20 @@ async fn renew(mut connection: ConnectionManager, name: String, token: String, l
             .invoke_async(&mut connection)
             .await;
         match renewed {
-            Ok(1) => {}
+            Ok(1) => renewed_at = Instant::now(),
             Ok(_) => {
                 log::warn!(lock = %name, "redis lock lease was lost before its holder finished");
+                lost.store(true, Ordering::Release);
                 return;
             }
-            Err(error) => log::debug!(lock = %name, %error, "could not renew redis lock"),
+            Err(error) => {
+                log::warn!(lock = %name, %error, "could not renew redis lock");
+                if renewed_at.elapsed() >= lease {
+                    // The lease has run out by now: another replica may hold the lock.
+                    lost.store(true, Ordering::Release);
+                    return;
+                }
+            }
         }
     }
 }

@@ -597,3 +597,36 @@ async fn a_key_named_like_another_keys_lock_does_not_collide_with_it() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn inv2_a_lost_lease_is_reported_so_its_holder_never_refreshes() {
+    let prefix = unique_prefix();
+    let Some(_) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .lock_lease(Duration::from_millis(300))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let key = TokenKey::new("user-1");
+    let held = store.lock(&key).await.unwrap();
+    assert!(held.is_held());
+    // The lease expires behind the holder's back (here: deleted; in life: a stalled process).
+    let mut redis = raw_connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}lock:user-1"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // The next renewal (every lease/3) notices; bounded wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while held.is_held() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !held.is_held(),
+        "the holder must learn that its lease is gone"
+    );
+}

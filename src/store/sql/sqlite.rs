@@ -10,7 +10,7 @@
 //! An immediate transaction would lock the whole database file for the length of a token
 //! call, and the store's own save (on another pooled connection) would wait for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::SqlitePool;
@@ -22,6 +22,7 @@ use super::{Row, Write};
 use crate::key::TokenKey;
 use crate::log;
 use crate::store::{StoreError, StoreErrorKind, StoreLock};
+use std::sync::Arc;
 
 /// How long a lease lasts without renewal: the longest a dead holder blocks the key.
 const LEASE: Duration = Duration::from_secs(15);
@@ -153,23 +154,33 @@ pub(super) async fn lock(
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
+    let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = tokio::spawn(renew(
         pool.clone(),
         table.clone(),
         key.clone(),
         holder.clone(),
+        Arc::clone(&lost),
     ));
-    Ok(StoreLock::new(Lease {
+    let lease = Lease {
         pool: pool.clone(),
         table: table.clone(),
         key: key.clone(),
         holder,
         heartbeat,
-    }))
+    };
+    Ok(StoreLock::new(lease).with_loss_flag(lost))
 }
 
 /// Extends the lease every [`RENEW_EVERY`] until aborted or the lease is lost.
-async fn renew(pool: SqlitePool, table: Table, key: TokenKey, holder: String) {
+async fn renew(
+    pool: SqlitePool,
+    table: Table,
+    key: TokenKey,
+    holder: String,
+    lost: Arc<AtomicBool>,
+) {
+    let mut renewed_at = std::time::Instant::now();
     let sql = format!(
         "UPDATE {} SET expires_at = ?3 WHERE token_key = ?1 AND holder = ?2",
         table.lease()
@@ -183,13 +194,18 @@ async fn renew(pool: SqlitePool, table: Table, key: TokenKey, holder: String) {
             .execute(&pool)
             .await;
         match renewed {
-            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(done) if done.rows_affected() == 1 => renewed_at = std::time::Instant::now(),
             Ok(_) => {
                 log::warn!(%key, "refresh lease lost (expired while held); conditional writes still protect the record");
+                lost.store(true, Ordering::Release);
                 return;
             }
             Err(error) => {
                 log::warn!(%key, %error, "cannot renew the refresh lease; retrying");
+                if renewed_at.elapsed() >= LEASE {
+                    lost.store(true, Ordering::Release);
+                    return;
+                }
             }
         }
     }
