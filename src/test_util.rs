@@ -54,7 +54,7 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// One grant (one user's authorization): its current refresh token and the consumed ones.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Family {
     current_refresh: Option<String>,
     consumed: HashSet<String>,
@@ -78,7 +78,7 @@ pub enum Fault {
 }
 
 /// Everything the server saw, for the invariants the tests check.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Grant {
     faults: VecDeque<Fault>,
     issued: u64,

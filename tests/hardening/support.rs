@@ -38,7 +38,7 @@ pub enum Reuse {
     Grace(Duration),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct AsState {
     issued: u64,
     current: Option<String>,
