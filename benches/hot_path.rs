@@ -7,9 +7,7 @@
 #[path = "support/stub.rs"]
 mod stub;
 
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reqwest_middleware::ClientWithMiddleware;
@@ -38,36 +36,6 @@ fn chains() -> (ClientWithMiddleware, ClientWithMiddleware) {
     stub::chains(middleware)
 }
 
-/// `iters` requests on each of `threads` threads at once; the mean time per request per thread.
-fn contended(client: &ClientWithMiddleware, threads: usize, iters: u64) -> Duration {
-    let barrier = Arc::new(Barrier::new(threads));
-    let elapsed: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let barrier = Arc::clone(&barrier);
-                scope.spawn(move || {
-                    let runtime = runtime();
-                    let request = stub::request();
-                    barrier.wait();
-                    let start = Instant::now();
-                    runtime.block_on(async {
-                        for _ in 0..iters {
-                            let request = request.try_clone().expect("clonable");
-                            black_box(client.execute(request).await.expect("stub"));
-                        }
-                    });
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("thread"))
-            .collect()
-    });
-    elapsed.iter().sum::<Duration>() / threads as u32
-}
-
 fn hot_path(c: &mut Criterion) {
     let (plain, ours) = chains();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -82,7 +50,7 @@ fn hot_path(c: &mut Criterion) {
             })
         });
         group.bench_function(format!("{name}/{threads}_threads"), |b| {
-            b.iter_custom(|iters| contended(client, threads, iters))
+            b.iter_custom(|iters| stub::mean_thread_time(client, threads, iters))
         });
     }
     group.finish();

@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
@@ -245,29 +245,7 @@ fn opaque_tokens(n: usize, lifetime: Duration) -> TokenSet {
 
 /// Mean time per request of `iters` requests on each of `threads` threads at once.
 fn stub_ns_per_op(client: &ClientWithMiddleware, threads: usize, iters: u64) -> f64 {
-    let barrier = Arc::new(Barrier::new(threads));
-    let total: Duration = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let barrier = Arc::clone(&barrier);
-                scope.spawn(move || {
-                    let runtime = current_thread();
-                    let request = stub::request();
-                    barrier.wait();
-                    let start = Instant::now();
-                    runtime.block_on(async {
-                        for _ in 0..iters {
-                            let request = request.try_clone().expect("clonable");
-                            black_box(client.execute(request).await.expect("stub"));
-                        }
-                    });
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).sum()
-    });
-    total.as_nanos() as f64 / (threads as f64 * iters as f64)
+    stub::mean_thread_time(client, threads, iters).as_nanos() as f64 / iters as f64
 }
 
 fn hot_path(config: &Config, rows: &mut Vec<Row>) {
@@ -639,21 +617,7 @@ async fn storm(server: &Server, client: &reqwest::Client, kind: Storm, size: usi
     let url = server.api_url();
     let calls = server.token_calls();
     let start = Instant::now();
-    let requests = (0..size).map(|_| {
-        let client = client.clone();
-        let url = url.clone();
-        tokio::spawn(async move {
-            let response = client.get(url).send().await?;
-            let ok = response.status() == 200;
-            response.bytes().await?;
-            Ok::<_, reqwest_middleware::Error>(ok)
-        })
-    });
-    let failures = join_all(requests)
-        .await
-        .into_iter()
-        .filter(|result| !matches!(result, Ok(Ok(true))))
-        .count();
+    let failures = size - concurrent_ok(&client, &url, size).await;
     let wall = start.elapsed();
     let refresh = *refresh.lock().unwrap();
     StormResult {
@@ -958,25 +922,30 @@ fn worker(kind: &str) {
                 return;
             }
             let start = Instant::now();
-            let requests = (0..concurrency).map(|_| {
-                let client = client.clone();
-                let api = api.clone();
-                tokio::spawn(async move {
-                    let response = client.get(api).send().await?;
-                    let ok = response.status() == 200;
-                    response.bytes().await?;
-                    Ok::<_, reqwest_middleware::Error>(ok)
-                })
-            });
-            let ok = join_all(requests)
-                .await
-                .into_iter()
-                .filter(|result| matches!(result, Ok(Ok(true))))
-                .count();
+            let ok = concurrent_ok(&client, &api, concurrency).await;
             let wall = start.elapsed().as_micros();
             println!("reply: {ok} {} {wall}", concurrency - ok);
         }
     });
+}
+
+/// `count` GETs of `url` started at once (bodies read); how many answered 200.
+async fn concurrent_ok(client: &ClientWithMiddleware, url: &str, count: usize) -> usize {
+    let requests = (0..count).map(|_| {
+        let client = client.clone();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let response = client.get(url).send().await?;
+            let ok = response.status() == 200;
+            response.bytes().await?;
+            Ok::<_, reqwest_middleware::Error>(ok)
+        })
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .filter(|result| matches!(result, Ok(Ok(true))))
+        .count()
 }
 
 struct Workers(Vec<(Child, ChildStdin, BufReader<ChildStdout>)>);

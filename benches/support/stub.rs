@@ -57,3 +57,41 @@ pub fn request() -> Request {
         format!("{ORIGIN}/api/item").parse().expect("url"),
     )
 }
+
+/// `iters` requests through `client` on each of `threads` threads started together (each
+/// with its own current-thread runtime); the mean over threads of the time for all `iters`.
+pub fn mean_thread_time(
+    client: &ClientWithMiddleware,
+    threads: usize,
+    iters: u64,
+) -> std::time::Duration {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let elapsed: Vec<std::time::Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = std::sync::Arc::clone(&barrier);
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let request = request();
+                    barrier.wait();
+                    let start = std::time::Instant::now();
+                    runtime.block_on(async {
+                        for _ in 0..iters {
+                            let request = request.try_clone().expect("clonable");
+                            std::hint::black_box(client.execute(request).await.expect("stub"));
+                        }
+                    });
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("thread"))
+            .collect()
+    });
+    elapsed.iter().sum::<std::time::Duration>() / threads as u32
+}

@@ -8,7 +8,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, builder_for, client, client_with_tokens, token_error};
+use crate::helpers::{
+    builder, builder_for, built_with_tokens, client, client_with_tokens, token_error,
+};
 
 const CONCURRENT: usize = 500;
 
@@ -81,15 +83,11 @@ async fn r26_invalid_grant_reaches_every_waiter_and_stops_all_token_calls() {
         .expect(1)
         .mount(&dead)
         .await;
-    let (client, manager) = client(
-        builder_for(&format!("{}/token", dead.uri()), &api_server.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&Default::default(), server.issue_expired_grant())
-        .await
-        .unwrap();
+    let (client, manager) = built_with_tokens(
+        builder_for(&format!("{}/token", dead.uri()), &api_server.uri()),
+        server.issue_expired_grant(),
+    )
+    .await;
     let results = fire(&client, &server).await;
     for result in results {
         assert!(token_error(&result.unwrap_err()).is_reauthorization_required());

@@ -7,7 +7,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{client, token_error};
+use crate::helpers::{built_with_tokens, token_error};
 
 /// A client whose token endpoint is `token_server`, and whose API is `server`.
 async fn client_against(
@@ -23,17 +23,13 @@ async fn client_against(
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let (client, manager) = client(
+    let (client, manager) = built_with_tokens(
         TokenRefreshMiddleware::builder(grant)
             .allow_origin(server.uri())
-            .danger_allow_http_loopback()
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
-        .await
-        .unwrap();
+            .danger_allow_http_loopback(),
+        server.issue_expired_grant(),
+    )
+    .await;
     (client, manager)
 }
 

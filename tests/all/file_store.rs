@@ -23,7 +23,7 @@ use reqwest_token_refresh::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client, token_error};
+use crate::helpers::{builder, built_with_tokens, client, token_error};
 
 /// Names the `child_*` test a child process runs.
 const ROLE: &str = "RTR_FILE_STORE_ROLE";
@@ -132,16 +132,11 @@ fn file_client(
 
 /// Logs in once: the server's grant is stored in `file` at generation 1.
 async fn log_in(server: &AuthServer, file: &Path) {
-    let (_, manager) = client(
-        builder(server)
-            .store(FileTokenStore::new(file))
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await
-        .unwrap();
+    let _ = built_with_tokens(
+        builder(server).store(FileTokenStore::new(file)),
+        server.issue_grant(),
+    )
+    .await;
 }
 
 /// Sends `count` concurrent requests; returns (200s, others).

@@ -1,13 +1,15 @@
-use std::time::Duration;
-
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    Event, RefreshTokenGrant, TokenKey, TokenManager, TokenRefreshMiddleware,
+    RefreshTokenGrant, TokenKey, TokenManager, TokenRefreshMiddleware,
     TokenRefreshMiddlewareBuilder,
 };
-use tokio::sync::mpsc;
 
 use crate::auth_server::AuthServer;
+
+#[path = "../common/client.rs"]
+mod shared;
+
+pub use shared::{client, events, token_error, wait_for};
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.
 pub fn builder(server: &AuthServer) -> TokenRefreshMiddlewareBuilder {
@@ -27,21 +29,20 @@ pub fn builder_for(token_url: &str, origin: &str) -> TokenRefreshMiddlewareBuild
         .danger_allow_http_loopback()
 }
 
-/// A client using `middleware`, and the manager behind it.
-pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, TokenManager) {
-    let manager = middleware.manager().clone();
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
-        .build();
-    (client, manager)
-}
-
 /// A client for `server` whose default key starts with `tokens`.
 pub async fn client_with_tokens(
     server: &AuthServer,
     tokens: reqwest_token_refresh::TokenSet,
 ) -> (ClientWithMiddleware, TokenManager) {
-    let (client, manager) = client(builder(server).build().expect("valid middleware"));
+    built_with_tokens(builder(server), tokens).await
+}
+
+/// A client using the middleware `builder` builds, whose default key starts with `tokens`.
+pub async fn built_with_tokens(
+    builder: TokenRefreshMiddlewareBuilder,
+    tokens: reqwest_token_refresh::TokenSet,
+) -> (ClientWithMiddleware, TokenManager) {
+    let (client, manager) = client(builder.build().expect("valid middleware"));
     manager
         .set_tokens(&TokenKey::default(), tokens)
         .await
@@ -49,43 +50,13 @@ pub async fn client_with_tokens(
     (client, manager)
 }
 
-/// A channel receiving every event of a middleware.
-pub fn events(
-    builder: TokenRefreshMiddlewareBuilder,
-) -> (
-    TokenRefreshMiddlewareBuilder,
-    mpsc::UnboundedReceiver<Event>,
-) {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let builder = builder.on_event(move |event| {
-        let _ = sender.send(event.clone());
-    });
-    (builder, receiver)
-}
-
-/// Waits (bounded) for the first event matching `wanted`.
-pub async fn wait_for(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    wanted: impl Fn(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let event = events.recv().await.expect("event channel open");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("event within 10 s")
-}
-
-/// The crate error inside a middleware error.
-pub fn token_error(error: &reqwest_middleware::Error) -> &reqwest_token_refresh::Error {
-    match error {
-        reqwest_middleware::Error::Middleware(error) => error
-            .downcast_ref::<reqwest_token_refresh::Error>()
-            .expect("a reqwest_token_refresh::Error"),
-        other => panic!("expected a middleware error, got {other}"),
-    }
+/// `tokens` at `generation`. `set_tokens` assigns generations and `TokenSet::with_generation`
+/// is crate-private, so store-level tests set them through the JSON form.
+pub fn with_generation(
+    tokens: reqwest_token_refresh::TokenSet,
+    generation: u64,
+) -> reqwest_token_refresh::TokenSet {
+    let mut json = serde_json::to_value(&tokens).expect("token set serializes");
+    json["generation"] = generation.into();
+    serde_json::from_value(json).expect("token set deserializes")
 }

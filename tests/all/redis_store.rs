@@ -12,7 +12,7 @@ use reqwest_token_refresh::{
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client};
+use crate::helpers::{builder, built_with_tokens, client, with_generation};
 use crate::workers::{self, Workers};
 
 const WORKERS: usize = 4;
@@ -266,14 +266,6 @@ async fn ttl_is_set_on_first_write_and_kept_through_rotations() {
     }
 }
 
-/// `set_tokens` assigns generations; store-level tests set them through the JSON form.
-fn with_generation(set: TokenSet, generation: u64) -> TokenSet {
-    let json = serde_json::to_value(&set).unwrap();
-    let mut json = json.as_object().unwrap().clone();
-    json.insert("generation".into(), generation.into());
-    serde_json::from_value(serde_json::Value::Object(json)).unwrap()
-}
-
 #[tokio::test]
 async fn an_expired_record_means_reauthorization_required() {
     let prefix = unique_prefix();
@@ -425,7 +417,7 @@ async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
             .unwrap(),
         SaveOutcome::Saved
     );
-    let mut replicas = Workers::spawn(
+    let replicas = Workers::spawn(
         "redis_store::redis_replica_worker",
         WORKERS,
         &[
@@ -436,16 +428,7 @@ async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
             ("RTR_API_URL", server.api_url("items")),
         ],
     );
-    let mut failed = 0;
-    for round in 0..ROUNDS {
-        if round > 0 {
-            // A new token lifetime: every access token issued so far is rejected.
-            server.reject_current_access_tokens();
-        }
-        let (_, round_failed) = workers::tally(&replicas.round("round"));
-        failed += round_failed;
-    }
-    replicas.finish();
+    let failed = replicas.run_lifetimes(&server, ROUNDS);
     assert_eq!(failed, 0);
     assert_eq!(
         server.reuse_detections(),
@@ -518,17 +501,13 @@ async fn redis_down_keeps_valid_tokens_working_and_fails_refreshes_without_a_tok
         .await
         .unwrap();
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let (client, manager) = client(
+    let (client, _) = built_with_tokens(
         builder(&server)
             .store(store)
-            .rejection_cooldown(Duration::ZERO)
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await
-        .unwrap();
+            .rejection_cooldown(Duration::ZERO),
+        server.issue_grant(),
+    )
+    .await;
     redis.stop();
     // Valid token: served from memory, Redis is never needed.
     for _ in 0..5 {

@@ -7,7 +7,9 @@ use futures::StreamExt;
 use reqwest_token_refresh::{CallbackTokenStore, Event, TokenKey, TokenSet};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, builder_for, client, client_with_tokens, events, wait_for};
+use crate::helpers::{
+    builder, builder_for, built_with_tokens, client, client_with_tokens, events, wait_for,
+};
 
 #[tokio::test]
 async fn refreshes_proactively_before_expiry() {
@@ -47,15 +49,11 @@ async fn d10_a_401_to_the_replay_is_returned_not_retried() {
         .expect(5)
         .mount(&api)
         .await;
-    let (client, manager) = client(
-        builder_for(&server.token_url(), &api.uri())
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await
-        .unwrap();
+    let (client, _) = built_with_tokens(
+        builder_for(&server.token_url(), &api.uri()),
+        server.issue_grant(),
+    )
+    .await;
     let response = client.get(format!("{}/x", api.uri())).send().await.unwrap();
     assert_eq!(response.status(), 401);
     // Within the cooldown, a permanently rejecting server costs no further token calls.
@@ -76,17 +74,13 @@ async fn r17_r52_rotated_refresh_tokens_are_used_next_and_persisted() {
             .unwrap()
             .push((tokens.generation(), refresh.unwrap_or_default()));
     });
-    let (client, manager) = client(
+    let (client, _) = built_with_tokens(
         builder(&server)
             .store(store)
-            .rejection_cooldown(Duration::ZERO)
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await
-        .unwrap();
+            .rejection_cooldown(Duration::ZERO),
+        server.issue_grant(),
+    )
+    .await;
     for round in 0..5 {
         server.reject_current_access_tokens();
         let response = client.get(server.api_url("me")).send().await.unwrap();
@@ -284,17 +278,13 @@ async fn new_tokens_after_invalid_grant_end_the_reauthorization_state() {
 #[tokio::test]
 async fn d3_a_panicking_event_hook_never_loses_a_rotated_token() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let (client, manager) = client(
+    let (client, _) = built_with_tokens(
         builder(&server)
             .rejection_cooldown(Duration::ZERO)
-            .on_event(|_| panic!("hook bug"))
-            .build()
-            .unwrap(),
-    );
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await
-        .unwrap();
+            .on_event(|_| panic!("hook bug")),
+        server.issue_grant(),
+    )
+    .await;
     for _ in 0..3 {
         server.reject_current_access_tokens();
         let response = client.get(server.api_url("me")).send().await.unwrap();
@@ -354,16 +344,11 @@ async fn d15_a_stored_refresh_token_is_never_sent_to_another_authorization_serve
         .await;
     let store: Arc<dyn reqwest_token_refresh::TokenStore> =
         Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
-    let (_, first) = client(
-        builder(&server)
-            .shared_store(Arc::clone(&store))
-            .build()
-            .unwrap(),
-    );
-    first
-        .set_tokens(&TokenKey::default(), server.issue_expired_grant())
-        .await
-        .unwrap();
+    let _ = built_with_tokens(
+        builder(&server).shared_store(Arc::clone(&store)),
+        server.issue_expired_grant(),
+    )
+    .await;
     let (second, _) = client(
         builder_for(&format!("{}/token", elsewhere.uri()), &server.uri())
             .shared_store(store)

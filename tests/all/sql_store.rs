@@ -17,7 +17,7 @@ use reqwest_token_refresh::{
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client};
+use crate::helpers::{builder, client, with_generation};
 
 fn key_ring() -> KeyRing {
     KeyRing::new(EncryptionKey::from_bytes("test-2026", &[9; 32]).expect("valid key"))
@@ -42,13 +42,6 @@ fn tokens(marker: &str, generation: u64) -> TokenSet {
         .with_refresh_token(RefreshToken::new(format!("canary-rt-{marker}")))
         .with_expires_in(Duration::from_secs(3600));
     with_generation(set, generation)
-}
-
-/// `TokenSet::with_generation` is crate-private; stores only ever see sets with one.
-fn with_generation(set: TokenSet, generation: u64) -> TokenSet {
-    let mut json = serde_json::to_value(&set).expect("token set serializes");
-    json["generation"] = generation.into();
-    serde_json::from_value(json).expect("token set deserializes")
 }
 
 /// A database the contract runs against. Every `store` call opens a new pool, as another
@@ -615,7 +608,7 @@ mod sqlite {
                 .unwrap(),
             SaveOutcome::Saved
         );
-        let mut processes = Workers::spawn(
+        let processes = Workers::spawn(
             "sql_store::sqlite::sqlite_process_worker",
             WORKERS,
             &[
@@ -626,16 +619,7 @@ mod sqlite {
                 ("RTR_API_URL", server.api_url("items")),
             ],
         );
-        let mut failed = 0;
-        for round in 0..ROUNDS {
-            if round > 0 {
-                server.reject_current_access_tokens();
-            }
-            // The pipes block; keep the runtime (and the loopback server) going meanwhile.
-            let replies = tokio::task::block_in_place(|| processes.round("round"));
-            failed += workers::tally(&replies).1;
-        }
-        tokio::task::block_in_place(|| processes.finish());
+        let failed = processes.run_lifetimes(&server, ROUNDS);
         assert_eq!(failed, 0, "failed requests");
         assert_eq!(
             server.reuse_detections(),

@@ -13,6 +13,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
 
+use crate::auth_server::AuthServer;
+
 /// Environment variable that makes an ignored worker test act.
 pub const WORKER_ENV: &str = "RTR_TEST_WORKER";
 
@@ -62,6 +64,23 @@ impl Workers {
             .iter_mut()
             .map(|(_, _, stdout)| reply(stdout))
             .collect()
+    }
+
+    /// Runs `rounds` rounds of requests, each a new token lifetime (before every round but the
+    /// first, `server` rejects all access tokens issued so far), then stops the workers.
+    /// Returns how many requests failed. Blocking on the pipes happens off the runtime, so the
+    /// loopback server keeps running (needs a multi-thread runtime).
+    pub fn run_lifetimes(mut self, server: &AuthServer, rounds: usize) -> usize {
+        let mut failed = 0;
+        for round in 0..rounds {
+            if round > 0 {
+                server.reject_current_access_tokens();
+            }
+            let replies = tokio::task::block_in_place(|| self.round("round"));
+            failed += tally(&replies).1;
+        }
+        tokio::task::block_in_place(|| self.finish());
+        failed
     }
 
     /// Tells every worker to exit and checks that each did so cleanly.

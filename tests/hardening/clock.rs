@@ -73,16 +73,11 @@ impl PipeIssued for TokenSet {
 #[tokio::test]
 async fn a_clock_that_jumped_forward_costs_one_refresh_not_a_storm() {
     let server = MiniAs::strict().await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
     // Issued "a day ago" by our clock: the token looks long expired.
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
     let tokens = tokens_from(&server, now - day - Duration::from_secs(3600), now - day);
-    manager.set_tokens(&key(), tokens).await.unwrap();
+    let (client, manager) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
     burst(&client, &server.api_url("y"), 24).await;
     assert_eq!(server.token_calls(), 1);
@@ -93,16 +88,11 @@ async fn a_clock_that_jumped_forward_costs_one_refresh_not_a_storm() {
 #[tokio::test]
 async fn a_clock_that_jumped_backward_refreshes_nothing_until_rejected_once() {
     let server = MiniAs::strict().await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
     // Issued "tomorrow" by our clock (it jumped back a day after the login).
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
     let tokens = tokens_from(&server, now + day, now + day + Duration::from_secs(3600));
-    manager.set_tokens(&key(), tokens).await.unwrap();
+    let (client, _) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
     assert_eq!(server.token_calls(), 0, "not due by our clock");
     // The server's clock says it has expired: one 401-driven refresh for all.
@@ -114,15 +104,10 @@ async fn a_clock_that_jumped_backward_refreshes_nothing_until_rejected_once() {
 #[tokio::test]
 async fn inconsistent_timestamps_cost_one_refresh() {
     let server = MiniAs::strict().await;
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
     // Expires before it was issued: the lifetime is unknowable, the token is simply expired.
     let now = SystemTime::now();
     let tokens = tokens_from(&server, now, now - Duration::from_secs(60));
-    manager.set_tokens(&key(), tokens).await.unwrap();
+    let (client, _) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
     burst(&client, &server.api_url("x"), 24).await;
     assert_eq!(server.token_calls(), 1);

@@ -10,19 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    AccessToken, Error, Event, MemoryTokenStore, RefreshToken, RefreshTokenGrant, SaveOutcome,
-    StoreError, StoreErrorKind, StoreLock, TokenKey, TokenManager, TokenRefreshMiddleware,
+    AccessToken, Error, MemoryTokenStore, RefreshToken, RefreshTokenGrant, SaveOutcome, StoreError,
+    StoreErrorKind, StoreLock, TokenKey, TokenManager, TokenRefreshMiddleware,
     TokenRefreshMiddlewareBuilder, TokenRefresher, TokenResponse, TokenSet, TokenStore,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// How long any awaited fixture signal may take before the test fails (a hang is a failure).
-pub const WAIT: Duration = Duration::from_secs(10);
+#[path = "../common/client.rs"]
+mod shared;
+
+pub use shared::{client, events, token_error, wait_for, WAIT};
 
 // ---------------------------------------------------------------------------------------------
 // Authorization server
@@ -309,55 +310,6 @@ pub async fn client_for(server: &MiniAs, tokens: TokenSet) -> (ClientWithMiddlew
     );
     manager.set_tokens(&key(), tokens).await.unwrap();
     (client, manager)
-}
-
-pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, TokenManager) {
-    let manager = middleware.manager().clone();
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
-        .build();
-    (client, manager)
-}
-
-/// Adds a channel receiving every event.
-pub fn events(
-    builder: TokenRefreshMiddlewareBuilder,
-) -> (
-    TokenRefreshMiddlewareBuilder,
-    mpsc::UnboundedReceiver<Event>,
-) {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let builder = builder.on_event(move |event| {
-        let _ = sender.send(event.clone());
-    });
-    (builder, receiver)
-}
-
-/// The first event matching `wanted` (bounded wait: a missing event fails the test).
-pub async fn wait_for(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    wanted: impl Fn(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let event = events.recv().await.expect("event channel open");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the expected event arrived")
-}
-
-/// The crate error inside a middleware error.
-pub fn token_error(error: &reqwest_middleware::Error) -> &Error {
-    match error {
-        reqwest_middleware::Error::Middleware(inner) => inner
-            .downcast_ref::<Error>()
-            .expect("a reqwest_token_refresh::Error"),
-        other => panic!("expected a middleware error, got {other}"),
-    }
 }
 
 pub fn key() -> TokenKey {

@@ -1,0 +1,64 @@
+//! Client fixtures shared by the integration test binaries (`tests/all`, `tests/hardening`),
+//! which include this file with `#[path]`.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_token_refresh::{
+    Error, Event, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
+};
+use tokio::sync::mpsc;
+
+/// How long an awaited event may take before the test fails (a hang is a failure).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A client using `middleware`, and the manager behind it.
+pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, TokenManager) {
+    let manager = middleware.manager().clone();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build();
+    (client, manager)
+}
+
+/// Adds a channel receiving every event of the middleware `builder` builds.
+pub fn events(
+    builder: TokenRefreshMiddlewareBuilder,
+) -> (
+    TokenRefreshMiddlewareBuilder,
+    mpsc::UnboundedReceiver<Event>,
+) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let builder = builder.on_event(move |event| {
+        let _ = sender.send(event.clone());
+    });
+    (builder, receiver)
+}
+
+/// The first event matching `wanted` (bounded wait: a missing event fails the test).
+pub async fn wait_for(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    wanted: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = events.recv().await.expect("event channel open");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the expected event arrived within the bound")
+}
+
+/// The crate error inside a middleware error.
+pub fn token_error(error: &reqwest_middleware::Error) -> &Error {
+    match error {
+        reqwest_middleware::Error::Middleware(inner) => inner
+            .downcast_ref::<Error>()
+            .expect("a reqwest_token_refresh::Error"),
+        other => panic!("expected a middleware error, got {other}"),
+    }
+}
