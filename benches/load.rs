@@ -529,7 +529,8 @@ impl reqwest_middleware::Middleware for NoopMiddleware {
 // ---------------------------------------------------------------------------------------------
 // 2b. End to end in instructions (run under callgrind by scripts/bench-instructions.sh)
 
-/// Set to `plain`, `noop` or `ours` (and `RTR_BENCH_REQUESTS`): run that client alone, one
+/// Set to `bare` (no `Authorization` at all), `plain` (the caller sets it), `noop` or `ours`
+/// (and `RTR_BENCH_REQUESTS`): run that client alone, one
 /// request in flight, so `valgrind --tool=callgrind` can count the instructions of the whole
 /// process (client and loopback server). Instruction counts repeat from run to run, where
 /// wall-clock ratios on a shared machine move by several percent.
@@ -546,6 +547,7 @@ fn instructions_run(variant: &str) {
     let header = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
         .expect("header");
     let (client, header) = match variant {
+        "bare" => (ClientBuilder::new(client).build(), None),
         "plain" => (ClientBuilder::new(client).build(), Some(&header)),
         "noop" => (
             ClientBuilder::new(client).with(NoopMiddleware).build(),

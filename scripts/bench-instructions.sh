@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end cost of the middleware in CPU instructions, counted by callgrind (repeatable,
-# unlike wall-clock ratios on a shared machine). For each client — plain, plain behind a
-# do-nothing middleware, and ours — it counts the whole process (client + loopback server) for
-# two request counts; the difference divided by the extra requests is the cost per request.
+# unlike wall-clock ratios on a shared machine). For each client — bare (no token sent), plain
+# (the caller sends the header), plain behind a do-nothing middleware, and ours — it counts
+# the whole process (client + loopback server) for two request counts; the difference divided
+# by the extra requests is the cost per request.
 # Prints a markdown table. Needs valgrind (Debian package `valgrind`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,16 +21,19 @@ count() {
     rm -f "$out"
 }
 declare -A per_request
-for variant in plain noop ours; do
+for variant in bare plain noop ours; do
     a="$(count "$variant" "$low")"
     b="$(count "$variant" "$high")"
     per_request[$variant]=$(( (b - a) / (high - low) ))
 done
-plain=${per_request[plain]}
-noop=${per_request[noop]}
-ours=${per_request[ours]}
-echo "| client (same loopback server, 1 request in flight) | instructions per request | plain ÷ client |"
-echo "|---|---|---|"
-echo "| plain reqwest-middleware client, header set by the caller | $plain | 1.000 |"
-awk -v p="$plain" -v n="$noop" 'BEGIN { printf "| + a do-nothing middleware | %d | %.3f |\n", n, p / n }'
-awk -v p="$plain" -v o="$ours" 'BEGIN { printf "| + reqwest-token-refresh (valid token) | %d | %.3f |\n", o, p / o }'
+row() { # label, variant
+    awk -v label="$1" -v n="${per_request[$2]}" -v bare="${per_request[bare]}" \
+        -v plain="${per_request[plain]}" \
+        'BEGIN { printf "| %s | %d | %.3f | %.3f |\n", label, n, bare / n, plain / n }'
+}
+echo "| client (same loopback server, 1 request in flight) | instructions per request | bare ÷ client | plain ÷ client |"
+echo "|---|---|---|---|"
+row "bare: plain reqwest-middleware client, no \`Authorization\`" bare
+row "plain: the same client, the caller sets the same \`Authorization\` header" plain
+row "plain + a do-nothing middleware" noop
+row "+ reqwest-token-refresh (valid token), no header set by the caller" ours

@@ -10,10 +10,10 @@ mod flight;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::error::Error;
@@ -208,7 +208,7 @@ struct Inner {
     keys: RwLock<HashMap<TokenKey, Arc<KeySlot>>>,
     /// The first key ever used, read without the map's lock: most clients use one key, and
     /// the map's reader count is a cache line every request on every core would write.
-    first: ArcSwapOption<KeySlot>,
+    first: OnceLock<Arc<KeySlot>>,
     next_flight_id: AtomicU64,
     /// What the token sets of this manager are bound to (D15); see `TokenSet::issued_for`.
     binding: Option<String>,
@@ -253,7 +253,7 @@ impl TokenManager {
                 config,
                 binding,
                 keys: RwLock::new(HashMap::new()),
-                first: ArcSwapOption::empty(),
+                first: OnceLock::new(),
                 next_flight_id: AtomicU64::new(0),
                 initial_used: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -364,6 +364,11 @@ impl TokenManager {
         Ok(())
     }
 
+    /// The hot path: the key's current token, if it is loaded and not due (no lock, no await).
+    pub(crate) fn current_token(&self, key: &TokenKey) -> Option<Arc<ActiveToken>> {
+        self.inner.current_token(key)
+    }
+
     /// The token to send now: the current one, or a refreshed one when it is due.
     pub(crate) async fn token_for_request(
         &self,
@@ -444,7 +449,7 @@ impl Inner {
             }
             _ => None,
         };
-        if let Some(first) = &*self.first.load() {
+        if let Some(first) = self.first.get() {
             if first.key == *key {
                 return usable(first);
             }
@@ -463,9 +468,7 @@ impl Inner {
                 .or_insert_with(|| Arc::new(KeySlot::new(key.clone()))),
         );
         // Slots are never removed from the map, so the first one stays valid for good.
-        if keys.len() == 1 {
-            self.first.store(Some(Arc::clone(&slot)));
-        }
+        self.first.get_or_init(|| Arc::clone(&slot));
         slot
     }
 }

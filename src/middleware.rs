@@ -1,10 +1,11 @@
 //! The `reqwest-middleware` integration: inject → send → classify → refresh once → replay once.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use http::header::AUTHORIZATION;
 use http::Extensions;
 use reqwest::{Request, Response, Url};
@@ -17,7 +18,7 @@ use crate::grant::endpoint::{check_secure, redact_userinfo};
 use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
 use crate::log;
-use crate::manager::{ManagerConfig, TokenManager};
+use crate::manager::{ActiveToken, ManagerConfig, TokenManager};
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::token::TokenSet;
 
@@ -97,49 +98,98 @@ impl std::fmt::Debug for TokenRefreshMiddleware {
     }
 }
 
-#[async_trait]
+// Written out rather than with `#[async_trait]`, which would box one future for every request,
+// holding every local any path keeps across an `.await`. Here a request to another origin is
+// passed on without a box of ours, and a request with a current token gets one small box
+// (`send`); waiting for a refresh or replaying after a rejection are boxed on their own.
 impl Middleware for TokenRefreshMiddleware {
-    async fn handle(
-        &self,
-        mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+    fn handle<'middleware, 'extensions, 'next, 'future>(
+        &'middleware self,
+        request: Request,
+        extensions: &'extensions mut Extensions,
+        next: Next<'next>,
+    ) -> BoxFuture<'future, reqwest_middleware::Result<Response>>
+    where
+        'middleware: 'future,
+        'extensions: 'future,
+        'next: 'future,
+        Self: 'future,
+    {
         // R40: tokens go to the allowed origins only; R29: a caller's own header is respected.
         let origin = match self.allowed_origin(request.url()) {
             Some(origin) if !request.headers().contains_key(AUTHORIZATION) => origin,
-            _ => return next.run(request, extensions).await,
+            _ => return next.run(request, extensions),
         };
         // Borrowed for the default key: no reference count shared by every request to bump.
         let key = match extensions.get::<TokenKey>() {
             Some(key) => Cow::Owned(key.clone()),
             None => Cow::Borrowed(&self.default_key),
         };
-        let token = self
-            .manager
-            .token_for_request(&key)
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
+        match self.manager.current_token(&key) {
+            Some(token) => self.send(request, origin, key, token, extensions, next),
+            None => Box::pin(async move {
+                let token = self
+                    .manager
+                    .token_for_request(&key)
+                    .await
+                    .map_err(reqwest_middleware::Error::middleware)?;
+                self.send(request, origin, key, token, extensions, next)
+                    .await
+            }),
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl TokenRefreshMiddleware {
+    /// Sends `request` to the allowed origin `origin` with `token`; replays it once if the
+    /// response rejects the token.
+    fn send<'a>(
+        &'a self,
+        mut request: Request,
+        origin: usize,
+        key: Cow<'a, TokenKey>,
+        token: Arc<ActiveToken>,
+        extensions: &'a mut Extensions,
+        next: Next<'a>,
+    ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
         // D11: only a request whose body can be cloned is replayed.
-        let replay = request.try_clone();
+        let replay = replay_copy(&request);
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.header().clone());
-        let response = next.clone().run(request, extensions).await?;
+        // The box holds only what checking the response and a replay need.
+        Box::pin(async move {
+            let response = next.clone().run(request, extensions).await?;
+            // D12: a 401 from another origin (after a redirect) says nothing about our token.
+            if !self.rejection.is_token_rejected(&response)
+                || !same_origin(response.url(), &self.origins[origin])
+            {
+                return Ok(response);
+            }
+            let Some(replay) = replay else {
+                log::debug!(%key, "token rejected; request body cannot be replayed");
+                return Ok(response);
+            };
+            Box::pin(self.replay(&key, &token, replay, response, extensions, next)).await
+        })
+    }
 
-        // D12: a 401 from another origin (after a redirect) says nothing about our token.
-        if !same_origin(response.url(), &self.origins[origin])
-            || !self.rejection.is_token_rejected(&response)
-        {
-            return Ok(response);
-        }
-        let Some(mut replay) = replay else {
-            log::debug!(%key, "token rejected; request body cannot be replayed");
-            return Ok(response);
-        };
+    /// After `token` was rejected: sends `replay` once with a fresh token, or returns
+    /// `response` when there is none to try (cooldown).
+    async fn replay(
+        &self,
+        key: &TokenKey,
+        token: &ActiveToken,
+        mut replay: Request,
+        response: Response,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
         let fresh = self
             .manager
-            .token_after_rejection(&key, &token)
+            .token_after_rejection(key, token)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         let Some(fresh) = fresh else {
@@ -152,6 +202,28 @@ impl Middleware for TokenRefreshMiddleware {
         // Replayed once; whatever comes back is returned as is.
         next.run(replay, extensions).await
     }
+}
+
+/// A copy of `request` to replay it with (`None`: its body cannot be cloned).
+///
+/// A request with a body is copied by `Request::try_clone` (reqwest clones a body without
+/// copying its bytes, which only it can do). A request without one — most requests — is copied
+/// field by field: method, URL, headers, version and timeout, what reqwest sends.
+/// `Request::try_clone` would also allocate an extension map for it even when it holds
+/// nothing (three allocations per request); reqwest reads no extension but the timeout.
+fn replay_copy(request: &Request) -> Option<Request> {
+    if request.body().is_some() {
+        return request.try_clone();
+    }
+    let mut copy = Request::new(request.method().clone(), request.url().clone());
+    if !request.headers().is_empty() {
+        *copy.headers_mut() = request.headers().clone();
+    }
+    *copy.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    Some(copy)
 }
 
 /// Configures a [`TokenRefreshMiddleware`].

@@ -52,6 +52,7 @@ pub async fn built_with_tokens(
 
 /// `tokens` at `generation`. `set_tokens` assigns generations and `TokenSet::with_generation`
 /// is crate-private, so store-level tests set them through the JSON form.
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
 pub fn with_generation(
     tokens: reqwest_token_refresh::TokenSet,
     generation: u64,

@@ -39,6 +39,86 @@ async fn r34_a_rejected_token_costs_one_refresh_and_one_replay() {
     assert_eq!(server.api_rejections(), 1);
 }
 
+/// An API on `api` that rejects `first` and answers 200 to any other bearer token, for requests
+/// to `/resource` carrying the caller's `x-trace` header and `q=1` query.
+async fn api_rejecting(api: &wiremock::MockServer, first: &str, fresh_delay: Duration) {
+    use wiremock::matchers::{header, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    Mock::given(header("authorization", format!("Bearer {first}").as_str()))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(1)
+        .expect(1)
+        .mount(api)
+        .await;
+    Mock::given(path("/resource"))
+        .and(query_param("q", "1"))
+        .and(header("x-trace", "abc"))
+        .respond_with(ResponseTemplate::new(200).set_delay(fresh_delay))
+        .with_priority(2)
+        .expect(1)
+        .mount(api)
+        .await;
+}
+
+#[tokio::test]
+async fn d11_the_replay_is_the_same_request_with_and_without_a_body() {
+    for with_body in [false, true] {
+        let server = AuthServer::start(Duration::from_secs(3600)).await;
+        let api = wiremock::MockServer::start().await;
+        let tokens = server.issue_grant();
+        api_rejecting(&api, tokens.access_token().secret(), Duration::ZERO).await;
+        let (client, _) =
+            built_with_tokens(builder_for(&server.token_url(), &api.uri()), tokens).await;
+        let request = client
+            .put(format!("{}/resource?q=1", api.uri()))
+            .header("x-trace", "abc");
+        let request = if with_body {
+            request.body("payload")
+        } else {
+            request
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "with body: {with_body}");
+        let received = api.received_requests().await.unwrap();
+        assert_eq!(received.len(), 2);
+        let (sent, replayed) = (&received[0], &received[1]);
+        assert_eq!(replayed.method, sent.method);
+        assert_eq!(replayed.url, sent.url);
+        assert_eq!(replayed.body, sent.body);
+        assert_eq!(replayed.body, if with_body { &b"payload"[..] } else { b"" });
+        assert_ne!(
+            replayed.headers.get("authorization"),
+            sent.headers.get("authorization")
+        );
+        for name in sent.headers.keys().filter(|name| *name != "authorization") {
+            assert_eq!(replayed.headers.get(name), sent.headers.get(name), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn d11_the_replay_keeps_the_request_timeout() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let api = wiremock::MockServer::start().await;
+    let tokens = server.issue_grant();
+    // The replay's answer would take a minute; the request allows 300 ms.
+    api_rejecting(
+        &api,
+        tokens.access_token().secret(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (client, _) = built_with_tokens(builder_for(&server.token_url(), &api.uri()), tokens).await;
+    let error = client
+        .get(format!("{}/resource?q=1", api.uri()))
+        .header("x-trace", "abc")
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+}
+
 #[tokio::test]
 async fn d10_a_401_to_the_replay_is_returned_not_retried() {
     let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
