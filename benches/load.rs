@@ -457,18 +457,21 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     );
     // The machine is shared: each group of adjacent batches gives one ratio, and the median of
     // those ratios is reported (a burst of load elsewhere spoils a group, not the run).
-    let paired = |f: &dyn Fn(&Sample) -> f64, against: usize| {
+    let paired = |f: &dyn Fn(&Sample) -> f64, which: usize, against: usize| {
         let mut ratios: Vec<f64> = samples
             .iter()
-            .map(|group| f(&group[1]) / f(&group[against]))
+            .map(|group| f(&group[which]) / f(&group[against]))
             .collect();
         median(&mut ratios)
     };
-    let throughput = paired(&|s| 1.0 / s.1.as_secs_f64(), 0);
-    let p50_ratio = paired(&|s| s.2 as f64, 0);
-    let p99_ratio = paired(&|s| s.3 as f64, 0);
-    let wire = paired(&|s| 1.0 / s.1.as_secs_f64(), 2);
-    let framework = paired(&|s| 1.0 / s.1.as_secs_f64(), 3);
+    let rate = |s: &Sample| 1.0 / s.1.as_secs_f64();
+    let throughput = paired(&rate, 1, 0);
+    let p50_ratio = paired(&|s| s.2 as f64, 1, 0);
+    let p99_ratio = paired(&|s| s.3 as f64, 1, 0);
+    let wire = paired(&rate, 1, 2);
+    let framework = paired(&rate, 1, 3);
+    let floor = paired(&rate, 3, 0);
+    let floor_p99 = paired(&|s| s.3 as f64, 3, 0);
     let groups = samples.len();
     rows.push(row(
         "2. end to end, throughput (b)/(a)",
@@ -505,6 +508,20 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
         "2. diagnostic: throughput (b) / a do-nothing middleware sending the same header",
         format!("{:.0} vs {:.0} req/s (pooled)", rps[1], rps[3]),
         format!("{framework:.3}"),
+        "—",
+        None,
+    ));
+    rows.push(row(
+        "2. floor: throughput of a do-nothing middleware sending the same header / (a)",
+        format!("{:.0} vs {:.0} req/s (pooled)", rps[3], rps[0]),
+        format!("{floor:.3}"),
+        "—",
+        None,
+    ));
+    rows.push(row(
+        "2. floor: p99 latency of a do-nothing middleware sending the same header / (a)",
+        format!("{} vs {} µs (pooled)", p99[3] / 1000, p99[0] / 1000),
+        format!("{floor_p99:.3}"),
         "—",
         None,
     ));
@@ -765,7 +782,7 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             }
         })
     });
-    let middleware = {
+    let middleware = || {
         let grant = RefreshTokenGrant::builder(format!("{}/token", stub::ORIGIN))
             .client_id("bench")
             .danger_allow_http_loopback()
@@ -778,42 +795,35 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             .build()
             .expect("middleware")
     };
-    let (_, ours) = stub::chains(middleware);
+    // Two managers on the same store: one serving every key, one the first thousand.
+    let (_, all) = stub::chains(middleware());
+    let (_, few) = stub::chains(middleware());
     let request = stub::request();
-    let send = |key: &TokenKey| {
-        let mut extensions = Extensions::new();
-        extensions.insert(key.clone());
-        let request = request.try_clone().expect("clonable");
-        let ours = &ours;
-        async move {
-            let response = ours
-                .execute_with_extensions(request, &mut extensions)
-                .await
-                .expect("stub");
-            assert_eq!(response.status(), 200);
-        }
+    let send = |chain: &ClientWithMiddleware, key: &TokenKey| {
+        send_as(
+            chain.clone(),
+            request.try_clone().expect("clonable"),
+            key.clone(),
+        )
     };
-    // Grow the resident set step by step; time random lookups at each size.
-    let mut sizes: Vec<usize> = [1_000, 10_000, 100_000, 1_000_000]
-        .into_iter()
-        .filter(|&size| size < config.keys)
-        .collect();
-    sizes.push(config.keys);
-    let mut resident = 0;
-    let mut manager_bytes = 0i64;
-    let mut timings = Vec::new();
-    for &size in &sizes {
-        let (_, bytes, _) = counted(|| {
-            runtime.block_on(async {
-                for key in &keys[resident..size] {
-                    send(key).await;
-                }
-            })
-        });
-        manager_bytes += bytes;
-        resident = size;
-        let lookups = 100_000u64;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let (_, manager_bytes, _) = counted(|| {
+        runtime.block_on(async {
+            for key in &keys {
+                send(&all, key).await;
+            }
+        })
+    });
+    let few_keys = &keys[..keys.len().min(1_000)];
+    runtime.block_on(async {
+        for key in few_keys {
+            send(&few, key).await;
+        }
+    });
+    // Random lookups, timed in interleaved rounds so that a change in machine load hits both
+    // sizes alike; the median of the rounds' ratios is reported.
+    let time = |chain: &ClientWithMiddleware, keys: &[TokenKey], seed: u64| {
+        let lookups = 20_000u64;
+        let mut x = seed;
         let start = Instant::now();
         runtime.block_on(async {
             for _ in 0..lookups {
@@ -821,12 +831,29 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                send(&keys[(x % size as u64) as usize]).await;
+                send(chain, &keys[(x % keys.len() as u64) as usize]).await;
             }
         });
-        let ns = start.elapsed().as_nanos() as f64 / lookups as f64;
-        eprintln!("  {size} keys resident: {ns:.0} ns/request (random key)");
-        timings.push((size, ns));
+        start.elapsed().as_nanos() as f64 / lookups as f64
+    };
+    let (mut ratios, mut few_ns, mut all_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..9u64 {
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ round;
+        let (a, b) = if round % 2 == 0 {
+            let a = time(&few, few_keys, seed);
+            (a, time(&all, &keys, seed))
+        } else {
+            let b = time(&all, &keys, seed);
+            (time(&few, few_keys, seed), b)
+        };
+        eprintln!(
+            "  round {round}: {a:.0} ns ({} keys), {b:.0} ns ({} keys)",
+            few_keys.len(),
+            keys.len()
+        );
+        ratios.push(b / a);
+        few_ns.push(a);
+        all_ns.push(b);
     }
     let per_key = manager_bytes as f64 / config.keys as f64;
     let beyond = per_key - token_bytes as f64;
@@ -844,16 +871,33 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         "≤ 1024 B",
         Some(beyond <= 1024.0),
     ));
-    let (first_size, first) = timings[0];
-    let (last_size, last) = timings[timings.len() - 1];
-    let flat = last / first;
+    let flat = median(&mut ratios);
     rows.push(row(
-        format!("4. many users: lookup time, {last_size} ÷ {first_size} keys"),
-        format!("{last:.0} vs {first:.0} ns/request (stub transport, random keys)"),
+        format!(
+            "4. many users: lookup time, {} ÷ {} keys",
+            keys.len(),
+            few_keys.len()
+        ),
+        format!(
+            "{:.0} vs {:.0} ns/request (stub transport, random keys; medians of 9 interleaved rounds)",
+            median(&mut all_ns),
+            median(&mut few_ns)
+        ),
         format!("{flat:.2}"),
         "≤ 1.5 (flat)",
         Some(flat <= 1.5),
     ));
+}
+
+/// Sends `request` through `chain` for `key`; the stub answers 200.
+async fn send_as(chain: ClientWithMiddleware, request: reqwest::Request, key: TokenKey) {
+    let mut extensions = Extensions::new();
+    extensions.insert(key);
+    let response = chain
+        .execute_with_extensions(request, &mut extensions)
+        .await
+        .expect("stub");
+    assert_eq!(response.status(), 200);
 }
 
 // ---------------------------------------------------------------------------------------------

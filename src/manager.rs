@@ -103,8 +103,9 @@ enum KeyState {
     Unloaded,
     /// Tokens in use.
     Active(Arc<ActiveToken>),
-    /// The grant is gone; fail fast until new tokens are supplied.
-    Reauthorize { error: Error, since: Instant },
+    /// The grant is gone; fail fast until new tokens are supplied. (Boxed: every key's
+    /// state is allocated with room for its largest variant.)
+    Reauthorize { error: Box<Error>, since: Instant },
 }
 
 impl KeyState {
@@ -125,6 +126,8 @@ struct Backoff {
     error: Error,
 }
 
+/// One key's state, resident for every key the manager has served: what is rarely set (an
+/// unsaved rotation, a backoff) is boxed to keep it small.
 struct KeySlot {
     key: TokenKey,
     state: ArcSwap<KeyState>,
@@ -133,9 +136,9 @@ struct KeySlot {
     writer: tokio::sync::Mutex<()>,
     flight: Mutex<Option<Flight>>,
     /// The token set held in memory only, because its save failed.
-    unsaved: Mutex<Option<Unsaved>>,
+    unsaved: Mutex<Option<Box<Unsaved>>>,
     last_rejection_refresh: Mutex<Option<Instant>>,
-    backoff: Mutex<Option<Backoff>>,
+    backoff: Mutex<Option<Box<Backoff>>>,
 }
 
 impl KeySlot {
@@ -158,13 +161,13 @@ impl KeySlot {
     /// The unsaved state of generation `generation`, if its save failed.
     fn unsaved(&self, generation: u64) -> Option<Unsaved> {
         lock(&self.unsaved)
-            .as_ref()
+            .as_deref()
             .filter(|unsaved| unsaved.generation == generation)
             .cloned()
     }
 
     fn set_unsaved(&self, unsaved: Option<Unsaved>) {
-        *lock(&self.unsaved) = unsaved;
+        *lock(&self.unsaved) = unsaved.map(Box::new);
     }
 
     fn publish(&self, token: &Arc<ActiveToken>) {
@@ -211,7 +214,8 @@ struct Inner {
     first: OnceLock<Arc<KeySlot>>,
     next_flight_id: AtomicU64,
     /// What the token sets of this manager are bound to (D15); see `TokenSet::issued_for`.
-    binding: Option<String>,
+    /// One string shared by every token set of the manager.
+    binding: Option<Arc<str>>,
     /// `initial` is used at most once per manager: never to resurrect a logged-out key.
     initial_used: std::sync::atomic::AtomicBool,
 }
@@ -245,7 +249,7 @@ impl TokenManager {
         refresher: Arc<dyn TokenRefresher>,
         config: ManagerConfig,
     ) -> Self {
-        let binding = refresher.issuer_binding();
+        let binding = refresher.issuer_binding().map(Arc::from);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -386,7 +390,7 @@ impl TokenManager {
             KeyState::Active(token) => Some(Arc::clone(token)),
             KeyState::Reauthorize { error, since } => {
                 if since.elapsed() < REAUTHORIZATION_RECHECK {
-                    return Err(error.clone());
+                    return Err(Error::clone(error));
                 }
                 // Look at the store again (no token call): the user may have logged in
                 // through another process. Only one caller swaps the state back.

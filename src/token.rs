@@ -1,5 +1,6 @@
 //! The token set kept per key, and the expiry maths.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ pub struct TokenSet {
     )]
     refresh_expires_at: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    issued_for: Option<String>,
+    issued_for: Option<Arc<str>>,
     #[serde(default)]
     generation: u64,
 }
@@ -115,7 +116,7 @@ impl TokenSet {
         self
     }
 
-    pub(crate) fn with_issued_for(mut self, issued_for: Option<String>) -> Self {
+    pub(crate) fn with_issued_for(mut self, issued_for: Option<Arc<str>>) -> Self {
         self.issued_for = issued_for;
         self
     }

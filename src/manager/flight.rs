@@ -68,7 +68,7 @@ impl Inner {
                     KeyState::Active(token) if !token.is(seen.as_ref()) => {
                         return Ok(Arc::clone(token))
                     }
-                    KeyState::Reauthorize { error, .. } => return Err(error.clone()),
+                    KeyState::Reauthorize { error, .. } => return Err(Error::clone(error)),
                     _ => {}
                 }
                 match &*flight {
@@ -327,11 +327,11 @@ impl Inner {
                 let delay = backoff.as_ref().map_or(BACKOFF_FIRST_DELAY, |b| {
                     (b.delay * 2).min(BACKOFF_MAX_DELAY)
                 });
-                *backoff = Some(Backoff {
+                *backoff = Some(Box::new(Backoff {
                     until: Instant::now() + delay,
                     delay,
                     error: error.clone(),
-                });
+                }));
             }
             self.emit(Event::RefreshFailed {
                 key: key.clone(),
@@ -403,7 +403,7 @@ impl Inner {
     /// Publishes a token set found in the store.
     fn adopt(&self, slot: &KeySlot, tokens: TokenSet) -> Outcome {
         if let (Some(ours), Some(theirs)) = (&self.binding, tokens.issued_for()) {
-            if ours != theirs {
+            if **ours != *theirs {
                 // D15: never send a refresh token to a server that did not issue it.
                 return Err(Error::Store(StoreError::new(
                     StoreErrorKind::Refused,
@@ -563,7 +563,7 @@ impl Inner {
             reason,
         };
         slot.state.store(Arc::new(KeyState::Reauthorize {
-            error: error.clone(),
+            error: Box::new(error.clone()),
             since: Instant::now(),
         }));
         self.emit(Event::ReauthorizationRequired {
