@@ -1,11 +1,10 @@
 //! The `reqwest-middleware` integration: inject → send → classify → refresh once → replay once.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::header::AUTHORIZATION;
 use http::Extensions;
 use reqwest::{Request, Response, Url};
@@ -139,8 +138,6 @@ impl Middleware for TokenRefreshMiddleware {
         }
     }
 }
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl TokenRefreshMiddleware {
     /// Sends `request` to the allowed origin `origin` with `token`; replays it once if the
