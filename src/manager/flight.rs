@@ -416,6 +416,14 @@ impl Inner {
                 )));
             }
         }
+        // A record read from the store brings its own copy of the (equal) binding; the
+        // manager's is used instead, so that all its keys share one string.
+        let tokens = match &self.binding {
+            Some(ours) if tokens.issued_for().is_some() => {
+                tokens.with_issued_for(Some(Arc::clone(ours)))
+            }
+            _ => tokens,
+        };
         let adopted = Arc::new(ActiveToken::new(tokens, self.config.leeway)?);
         let had_tokens = matches!(**slot.state.load(), KeyState::Active(_));
         slot.set_unsaved(None);
