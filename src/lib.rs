@@ -123,6 +123,7 @@ mod key;
 mod log;
 mod manager;
 mod middleware;
+mod origin;
 #[cfg(feature = "retry")]
 mod retry;
 mod secret;

@@ -18,6 +18,7 @@ use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
 use crate::log;
 use crate::manager::{ActiveToken, ManagerConfig, TokenManager};
+use crate::origin::AllowedOrigin;
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::token::TokenSet;
 
@@ -25,7 +26,7 @@ use crate::token::TokenSet;
 /// fresh. See the [crate documentation](crate) for the whole story.
 pub struct TokenRefreshMiddleware {
     manager: TokenManager,
-    origins: Vec<url::Origin>,
+    origins: Vec<AllowedOrigin>,
     rejection: Arc<dyn TokenRejection>,
     default_key: TokenKey,
 }
@@ -54,30 +55,8 @@ impl TokenRefreshMiddleware {
 
     /// The index of the allowed origin `url` belongs to, if any.
     fn allowed_origin(&self, url: &Url) -> Option<usize> {
-        self.origins
-            .iter()
-            .position(|origin| same_origin(url, origin))
+        self.origins.iter().position(|origin| origin.contains(url))
     }
-}
-
-/// `url.origin() == *origin`, without the two allocations `Url::origin` makes: this runs on
-/// every request (and every response).
-fn same_origin(url: &Url, origin: &url::Origin) -> bool {
-    let url::Origin::Tuple(scheme, host, port) = origin else {
-        return false;
-    };
-    if !matches!(url.scheme(), "http" | "https") {
-        // Other schemes have opaque or nested origins; leave them to the url crate.
-        return url.origin() == *origin;
-    }
-    url.scheme() == scheme
-        && url.port_or_known_default() == Some(*port)
-        && match (url.host(), host) {
-            (Some(url::Host::Domain(a)), url::Host::Domain(b)) => a == b,
-            (Some(url::Host::Ipv4(a)), url::Host::Ipv4(b)) => a == *b,
-            (Some(url::Host::Ipv6(a)), url::Host::Ipv6(b)) => a == *b,
-            _ => false,
-        }
 }
 
 impl std::fmt::Debug for TokenRefreshMiddleware {
@@ -88,7 +67,7 @@ impl std::fmt::Debug for TokenRefreshMiddleware {
                 &self
                     .origins
                     .iter()
-                    .map(url::Origin::ascii_serialization)
+                    .map(AllowedOrigin::as_str)
                     .collect::<Vec<_>>(),
             )
             .field("default_key", &self.default_key)
@@ -162,7 +141,7 @@ impl TokenRefreshMiddleware {
         Box::pin(async move {
             let response = next.clone().run(request, extensions).await?;
             // D12: a 401 from another origin (after a redirect) says nothing about our token.
-            if !same_origin(response.url(), &self.origins[origin])
+            if !self.origins[origin].contains(response.url())
                 || !self.rejection.is_token_rejected(&response)
             {
                 return Ok(response);
@@ -319,7 +298,7 @@ impl TokenRefreshMiddlewareBuilder {
                 let url = Url::parse(origin)
                     .map_err(|_| ConfigError::InvalidUrl(redact_userinfo(origin)))?;
                 check_secure(&url, self.allow_http_loopback)?;
-                Ok(url.origin())
+                Ok(AllowedOrigin::new(url.origin()))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let store = self

@@ -1,0 +1,160 @@
+//! The origins a middleware sends tokens to (R40), and the check every request and response
+//! goes through.
+
+use url::{Origin, Url};
+
+/// An origin tokens may be sent to.
+pub(crate) struct AllowedOrigin {
+    origin: Origin,
+    /// `scheme://host[:port]`: how a URL of this origin without credentials begins.
+    serialized: String,
+}
+
+impl AllowedOrigin {
+    pub(crate) fn new(origin: Origin) -> Self {
+        let serialized = origin.ascii_serialization();
+        Self { origin, serialized }
+    }
+
+    /// `scheme://host[:port]`.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.serialized
+    }
+
+    /// Whether `url` belongs to this origin (`url.origin() == origin`).
+    ///
+    /// This runs for every request and response, so a URL is compared as text, without the
+    /// allocations of `Url::origin`: the url crate serializes an origin and a URL's start alike
+    /// (lowercase ASCII host, no default port), and the path of an `http(s)` URL starts with
+    /// `/`, so a URL of this origin is `serialized` followed by `/`. Only a URL with
+    /// credentials (`user:password@` between the scheme and the host) is compared field by
+    /// field.
+    pub(crate) fn contains(&self, url: &Url) -> bool {
+        match url.as_str().strip_prefix(self.serialized.as_str()) {
+            Some(rest) => rest.starts_with('/'),
+            None => has_credentials(url) && url.origin() == self.origin,
+        }
+    }
+}
+
+fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(origin: &str) -> AllowedOrigin {
+        AllowedOrigin::new(Url::parse(origin).unwrap().origin())
+    }
+
+    /// Every case agrees with `Url::origin`, the definition the fast check stands in for.
+    #[track_caller]
+    fn check(origin: &str, url: &str, expected: bool) {
+        let allowed = allowed(origin);
+        let url = Url::parse(url).unwrap();
+        assert_eq!(
+            url.origin() == allowed.origin,
+            expected,
+            "{url} vs {origin}"
+        );
+        assert_eq!(allowed.contains(&url), expected, "{url} vs {origin}");
+    }
+
+    #[test]
+    fn r40_same_origin() {
+        check("https://api.example.com", "https://api.example.com/", true);
+        check(
+            "https://api.example.com/ignored/path",
+            "https://api.example.com/a?b#c",
+            true,
+        );
+        check("https://API.Example.com", "https://api.example.COM/x", true);
+        check(
+            "https://api.example.com:443",
+            "https://api.example.com/x",
+            true,
+        );
+        check(
+            "https://api.example.com",
+            "https://api.example.com:443/x",
+            true,
+        );
+        check(
+            "https://api.example.com:8443",
+            "https://api.example.com:8443/x",
+            true,
+        );
+        check("http://127.0.0.1:8080", "http://127.0.0.1:8080/x", true);
+        check("https://[::1]:8443", "https://[0:0::1]:8443/x", true);
+        check(
+            "https://bücher.example",
+            "https://xn--bcher-kva.example/x",
+            true,
+        );
+        check(
+            "https://api.example.com",
+            "https://user:secret@api.example.com/x",
+            true,
+        );
+        check(
+            "https://api.example.com",
+            "https://user@api.example.com/x",
+            true,
+        );
+    }
+
+    #[test]
+    fn r40_other_origins() {
+        check("https://api.example.com", "http://api.example.com/x", false);
+        check(
+            "https://api.example.com",
+            "https://api.example.com.evil.test/x",
+            false,
+        );
+        check(
+            "https://api.example.com",
+            "https://api.example.community/x",
+            false,
+        );
+        check(
+            "https://api.example.com",
+            "https://api.example.com:8443/x",
+            false,
+        );
+        check(
+            "https://api.example.com:844",
+            "https://api.example.com:8443/x",
+            false,
+        );
+        check(
+            "https://api.example.com:8443",
+            "https://api.example.com/x",
+            false,
+        );
+        check(
+            "https://api.example.com",
+            "https://other.example.com/x",
+            false,
+        );
+        check(
+            "https://api.example.com",
+            "https://evil.test/api.example.com/x",
+            false,
+        );
+        check(
+            "https://api.example.com",
+            "https://api.example.com@evil.test/x",
+            false,
+        );
+        check("https://api.example.com", "https://u:p@evil.test/x", false);
+        check("https://[::1]", "https://[::2]/x", false);
+        check("https://api.example.com", "ftp://api.example.com/x", false);
+        check(
+            "https://api.example.com",
+            "data:text/plain,https://api.example.com/",
+            false,
+        );
+    }
+}
