@@ -31,8 +31,8 @@ use http::Extensions;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::{
     AccessToken, EncryptionKey, Event, FileTokenStore, KeyRing, MemoryTokenStore, RedisTokenStore,
-    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenRefreshMiddleware, TokenSet,
-    TokenStore,
+    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenRefreshMiddleware,
+    TokenRefreshMiddlewareBuilder, TokenSet, TokenStore,
 };
 
 use server::Server;
@@ -320,17 +320,20 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // 2. End to end
 
-fn loopback_middleware(server: &Server) -> TokenRefreshMiddleware {
-    let grant = RefreshTokenGrant::builder(server.token_url())
+/// A middleware builder for the loopback server at `origin` (token endpoint `{origin}/token`).
+fn loopback_builder(origin: &str) -> TokenRefreshMiddlewareBuilder {
+    let grant = RefreshTokenGrant::builder(format!("{origin}/token"))
         .client_id("bench")
         .danger_allow_http_loopback()
         .build()
         .expect("grant");
     TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
+        .allow_origin(origin)
         .danger_allow_http_loopback()
-        .build()
-        .expect("middleware")
+}
+
+fn loopback_middleware(server: &Server) -> TokenRefreshMiddleware {
+    loopback_builder(&server.uri()).build().expect("middleware")
 }
 
 /// `total` requests with `concurrency` in flight, each with `header` as `Authorization` if
@@ -604,14 +607,7 @@ struct StormResult {
 async fn storm(server: &Server, client: &reqwest::Client, kind: Storm, size: usize) -> StormResult {
     let refresh = Arc::new(Mutex::new(None));
     let seen = Arc::clone(&refresh);
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("bench")
-        .danger_allow_http_loopback()
-        .build()
-        .expect("grant");
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
-        .danger_allow_http_loopback()
+    let middleware = loopback_builder(&server.uri())
         .on_event(move |event| {
             if let Event::Refreshed { duration, .. } = event {
                 *seen.lock().unwrap() = Some(*duration);
@@ -783,14 +779,7 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         })
     });
     let middleware = || {
-        let grant = RefreshTokenGrant::builder(format!("{}/token", stub::ORIGIN))
-            .client_id("bench")
-            .danger_allow_http_loopback()
-            .build()
-            .expect("grant");
-        TokenRefreshMiddleware::builder(grant)
-            .allow_origin(stub::ORIGIN)
-            .danger_allow_http_loopback()
+        loopback_builder(stub::ORIGIN)
             .shared_store(store.clone())
             .build()
             .expect("middleware")
@@ -938,14 +927,7 @@ fn worker(kind: &str) {
     let runtime = multi_thread();
     runtime.block_on(async {
         let store = open_store(kind, &location).await.expect("store");
-        let grant = RefreshTokenGrant::builder(format!("{url}/token"))
-            .client_id("bench")
-            .danger_allow_http_loopback()
-            .build()
-            .expect("grant");
-        let middleware = TokenRefreshMiddleware::builder(grant)
-            .allow_origin(&url)
-            .danger_allow_http_loopback()
+        let middleware = loopback_builder(&url)
             .rejection_cooldown(Duration::ZERO)
             .shared_store(store)
             .build()
@@ -1082,19 +1064,10 @@ fn across_processes(config: &Config, server: &Server, rows: &mut Vec<Row>) {
             }
         };
         // Log in once, through a manager on the same store.
-        let login = {
-            let grant = RefreshTokenGrant::builder(server.token_url())
-                .client_id("bench")
-                .danger_allow_http_loopback()
-                .build()
-                .expect("grant");
-            TokenRefreshMiddleware::builder(grant)
-                .allow_origin(server.uri())
-                .danger_allow_http_loopback()
-                .shared_store(Arc::clone(&store))
-                .build()
-                .expect("middleware")
-        };
+        let login = loopback_builder(&server.uri())
+            .shared_store(Arc::clone(&store))
+            .build()
+            .expect("middleware");
         runtime
             .block_on(login.manager().set_tokens(
                 &TokenKey::default(),

@@ -25,13 +25,11 @@ async fn r26_invalid_grant_after_another_process_rotated_adopts_the_stored_token
         inner: grant(&server.token_url()),
         gate: Arc::clone(&store.gate),
     };
-    let (builder, mut a_events) =
-        events(middleware(refresher, &server.uri()).shared_store(store.clone()));
-    let (a, a_manager) = client(builder.build().unwrap());
-    a_manager
-        .set_tokens(&key(), server.issue_expired_grant())
-        .await
-        .unwrap();
+    let (a, a_manager, mut a_events) = client_with_events(
+        middleware(refresher, &server.uri()).shared_store(store.clone()),
+        server.issue_expired_grant(),
+    )
+    .await;
     // Process B: same store, no pause.
     let (b, _) = client(
         middleware(grant(&server.token_url()), &server.uri())

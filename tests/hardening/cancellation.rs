@@ -27,13 +27,11 @@ async fn fixture() -> Fixture {
         inner: grant(&server.token_url()),
         gate: Arc::clone(&store.gate),
     };
-    let (builder, events) =
-        events(middleware(refresher, &server.uri()).shared_store(store.clone()));
-    let (client, manager) = client(builder.build().unwrap());
-    manager
-        .set_tokens(&key(), server.issue_expired_grant())
-        .await
-        .unwrap();
+    let (client, _, events) = client_with_events(
+        middleware(refresher, &server.uri()).shared_store(store.clone()),
+        server.issue_expired_grant(),
+    )
+    .await;
     Fixture {
         server,
         store,

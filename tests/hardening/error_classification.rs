@@ -42,20 +42,9 @@ async fn outcome(
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let store = TestStore::memory();
-    let (client, manager) = client(
-        middleware(grant, &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
-    );
-    manager.set_tokens(&key(), expired()).await.unwrap();
-    let error = client
-        .get(format!("{}/api/x", server.uri()))
-        .send()
-        .await
-        .unwrap_err();
-    (token_error(&error).clone(), store.stored().await)
+    let (client, _, store) = client_with_store(grant, &server.uri(), expired()).await;
+    let error = failed_request(&client, format!("{}/api/x", server.uri())).await;
+    (error, store.stored().await)
 }
 
 #[tokio::test]

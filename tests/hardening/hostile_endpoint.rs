@@ -2,7 +2,7 @@
 //! typed error within the configured limits, nothing panics, memory stays bounded, and the
 //! tokens held before the refresh stay intact in memory *and* in the store.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest_token_refresh::{
@@ -288,26 +288,29 @@ const HUNDRED_MIB: u64 = 100 * 1024 * 1024;
 const LIMIT: usize = 64 * 1024;
 
 async fn refresh_with(grant: RefreshTokenGrant, origin: &str) -> (Error, TokenSet) {
-    let store = TestStore::memory();
-    let (client, manager) = client(
-        middleware(grant, origin)
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
-    );
-    manager.set_tokens(&key(), held()).await.unwrap();
+    let (client, manager, store) = client_with_store(grant, origin, held()).await;
     let before = store.stored().await.unwrap();
-    let error = client
-        .get(format!("{origin}/api/me"))
-        .send()
-        .await
-        .unwrap_err();
+    let error = failed_request(&client, format!("{origin}/api/me")).await;
     assert_eq!(store.stored().await.as_ref(), Some(&before));
     assert_eq!(
         manager.tokens(&key()).await.unwrap().as_ref(),
         Some(&before)
     );
-    (token_error(&error).clone(), before)
+    (error, before)
+}
+
+/// A refresh against a server streaming 100 MiB fails as too large, and the client stops
+/// reading: only what the socket buffers held was ever `written`.
+async fn assert_refused_as_too_large(url: &str, written: &AtomicU64) {
+    let (error, _) = refresh_with(limited_grant(url, LIMIT, WAIT), url).await;
+    assert!(
+        matches!(
+            error,
+            Error::InvalidResponse(InvalidResponse::TooLarge { limit: LIMIT })
+        ),
+        "{error:?}"
+    );
+    assert!(written.load(Ordering::SeqCst) < 32 * 1024 * 1024);
 }
 
 #[tokio::test]
@@ -320,16 +323,7 @@ async fn d14_a_100_mib_body_with_content_length_is_refused_unread() {
         stream_body(&mut stream, HUNDRED_MIB, &written).await;
     })
     .await;
-    let (error, _) = refresh_with(limited_grant(&url, LIMIT, WAIT), &url).await;
-    assert!(
-        matches!(
-            error,
-            Error::InvalidResponse(InvalidResponse::TooLarge { limit: LIMIT })
-        ),
-        "{error:?}"
-    );
-    // The client stopped reading: only what the socket buffers held was ever written.
-    assert!(written.load(Ordering::SeqCst) < 32 * 1024 * 1024);
+    assert_refused_as_too_large(&url, &written).await;
 }
 
 #[tokio::test]
@@ -342,15 +336,7 @@ async fn d14_a_100_mib_body_without_length_is_cut_at_the_limit() {
         stream_body(&mut stream, HUNDRED_MIB, &written).await;
     })
     .await;
-    let (error, _) = refresh_with(limited_grant(&url, LIMIT, WAIT), &url).await;
-    assert!(
-        matches!(
-            error,
-            Error::InvalidResponse(InvalidResponse::TooLarge { limit: LIMIT })
-        ),
-        "{error:?}"
-    );
-    assert!(written.load(Ordering::SeqCst) < 32 * 1024 * 1024);
+    assert_refused_as_too_large(&url, &written).await;
 }
 
 #[tokio::test]

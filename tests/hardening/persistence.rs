@@ -20,16 +20,13 @@ struct Fixture {
 async fn fixture(cooldown: std::time::Duration) -> Fixture {
     let server = MiniAs::strict().await;
     let store = TestStore::memory();
-    let (builder, events) = events(
+    let (client, manager, events) = client_with_events(
         middleware(grant(&server.token_url()), &server.uri())
             .shared_store(store.clone())
             .rejection_cooldown(cooldown),
-    );
-    let (client, manager) = client(builder.build().unwrap());
-    manager
-        .set_tokens(&key(), server.issue_expired_grant())
-        .await
-        .unwrap();
+        server.issue_expired_grant(),
+    )
+    .await;
     Fixture {
         server,
         store,

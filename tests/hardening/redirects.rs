@@ -42,23 +42,11 @@ async fn the_token_endpoint_never_follows_a_redirect() {
                 .danger_allow_http_loopback()
                 .build()
                 .unwrap();
-            let store = TestStore::memory();
-            let (client, manager) = client(
-                middleware(grant, &server.uri())
-                    .shared_store(store.clone())
-                    .build()
-                    .unwrap(),
-            );
             let tokens = TokenSet::new(AccessToken::new("at-1"))
                 .with_refresh_token(RefreshToken::new("rt-1"))
                 .with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
-            manager.set_tokens(&key(), tokens).await.unwrap();
-            let error = client
-                .get(format!("{}/api/x", server.uri()))
-                .send()
-                .await
-                .unwrap_err();
-            let error = token_error(&error);
+            let (client, _, store) = client_with_store(grant, &server.uri(), tokens).await;
+            let error = failed_request(&client, format!("{}/api/x", server.uri())).await;
             assert!(
                 matches!(error, Error::TokenEndpoint(_)),
                 "{status}: {error:?}"

@@ -316,6 +316,46 @@ pub fn key() -> TokenKey {
     TokenKey::default()
 }
 
+/// A client of `refresher` allowed to send tokens to `origin`, persisting to a fresh
+/// [`TestStore`], whose default key starts with `tokens`.
+pub async fn client_with_store(
+    refresher: impl TokenRefresher,
+    origin: &str,
+    tokens: TokenSet,
+) -> (ClientWithMiddleware, TokenManager, Arc<TestStore>) {
+    let store = TestStore::memory();
+    let (client, manager) = client(
+        middleware(refresher, origin)
+            .shared_store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    manager.set_tokens(&key(), tokens).await.unwrap();
+    (client, manager, store)
+}
+
+/// A client using the middleware `builder` builds, the channel receiving its events, and its
+/// manager, whose default key starts with `tokens`.
+pub async fn client_with_events(
+    builder: TokenRefreshMiddlewareBuilder,
+    tokens: TokenSet,
+) -> (
+    ClientWithMiddleware,
+    TokenManager,
+    tokio::sync::mpsc::UnboundedReceiver<reqwest_token_refresh::Event>,
+) {
+    let (builder, events) = events(builder);
+    let (client, manager) = client(builder.build().unwrap());
+    manager.set_tokens(&key(), tokens).await.unwrap();
+    (client, manager, events)
+}
+
+/// The token error a request to `url` fails with.
+pub async fn failed_request(client: &ClientWithMiddleware, url: String) -> Error {
+    let error = client.get(url).send().await.unwrap_err();
+    token_error(&error).clone()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pause points
 
