@@ -313,6 +313,10 @@ pub enum ConfigError {
     /// `danger_allow_http_loopback()`).
     #[error("`{0}` must use https (plain http is allowed to loopback only, when enabled)")]
     InsecureUrl(String),
+    /// An endpoint URL carries credentials (`user:password@`), which would end up in logs,
+    /// `Debug` output and stored token sets; the client's go in `client_id`/`client_secret`.
+    #[error("`{0}` must not contain credentials (set client_id and client_secret instead)")]
+    CredentialsInUrl(String),
     /// The token endpoint URL has a fragment (RFC 6749 §3.2).
     #[error("token endpoint `{0}` must not have a fragment")]
     FragmentInTokenEndpoint(String),

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::client::OAuthClient;
-use super::endpoint::{ClientAuth, EndpointSettings};
+use super::endpoint::{redact_userinfo, ClientAuth, EndpointSettings};
 use crate::error::ConfigError;
 use crate::secret::ClientSecret;
 
@@ -25,7 +25,7 @@ pub struct GrantBuilder<G> {
 impl<G> std::fmt::Debug for GrantBuilder<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantBuilder")
-            .field("token_endpoint", &self.token_endpoint)
+            .field("token_endpoint", &redact_userinfo(&self.token_endpoint))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("auth", &self.auth)

@@ -55,9 +55,13 @@ impl EndpointSettings {
             .map_err(|error| ConfigError::HttpClient(error.to_string()))
     }
 
-    /// Checks an endpoint URL: https (or loopback http when allowed), no fragment.
+    /// Checks an endpoint URL: https (or loopback http when allowed), no credentials, no
+    /// fragment.
     pub(crate) fn endpoint_url(&self, url: &str) -> Result<Url, ConfigError> {
         let parsed = Url::parse(url).map_err(|_| ConfigError::InvalidUrl(redact_userinfo(url)))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ConfigError::CredentialsInUrl(redact_userinfo(url)));
+        }
         if parsed.fragment().is_some() {
             return Err(ConfigError::FragmentInTokenEndpoint(redact_userinfo(url)));
         }
@@ -147,5 +151,21 @@ mod tests {
             .endpoint_url("http://user:pa55@auth.example.com/token")
             .unwrap_err();
         assert!(!error.to_string().contains("pa55"));
+    }
+
+    /// Credentials in an endpoint URL would reach `Debug` output and every stored token set
+    /// (the issuer binding names the endpoint), so they are refused.
+    #[test]
+    fn endpoint_urls_with_credentials_are_refused() {
+        for url in [
+            "https://user:pa55@auth.example.com/token",
+            "https://user@auth.example.com/token",
+        ] {
+            let error = EndpointSettings::default().endpoint_url(url).unwrap_err();
+            assert_eq!(
+                error,
+                ConfigError::CredentialsInUrl("https://[redacted]@auth.example.com/token".into())
+            );
+        }
     }
 }

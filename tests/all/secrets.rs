@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest_token_refresh::{
-    AccessToken, ClientSecret, Error, RefreshToken, RefreshTokenGrant, StoreError, StoreErrorKind,
-    TokenKey, TokenRefreshMiddleware, TokenSet,
+    AccessToken, ClientSecret, ConfigError, Error, RefreshToken, RefreshTokenGrant, StoreError,
+    StoreErrorKind, TokenKey, TokenRefreshMiddleware, TokenSet,
 };
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -22,6 +22,22 @@ fn assert_clean(text: &str) {
     for canary in CANARIES {
         assert!(!text.contains(canary), "secret leaked into: {text}");
     }
+}
+
+#[test]
+fn d13_credentials_in_the_token_endpoint_url_are_refused_and_never_shown() {
+    let builder = RefreshTokenGrant::builder(format!(
+        "https://user:{}@auth.example.com/token",
+        CANARIES[2]
+    ))
+    .client_id("c");
+    assert_clean(&format!("{builder:?} {builder:#?}"));
+    let error = builder.build().unwrap_err();
+    assert!(
+        matches!(error, ConfigError::CredentialsInUrl(_)),
+        "{error:?}"
+    );
+    assert_clean(&format!("{error} {error:?}"));
 }
 
 #[tokio::test]
