@@ -808,6 +808,28 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             send(&few, key).await;
         }
     });
+    // The floor: the least a per-key lookup can do, a middleware holding an immutable
+    // `HashMap<TokenKey, HeaderValue>` of the same tokens, timed with the same keys. What it
+    // loses at 100,000 keys is the memory latency any per-key table pays.
+    let table = |keys: &[TokenKey]| {
+        let headers = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let tokens = opaque_tokens(i, Duration::from_secs(1));
+                let header = format!("Bearer {}", tokens.access_token().secret());
+                (
+                    key.clone(),
+                    http::HeaderValue::try_from(header).expect("header"),
+                )
+            })
+            .collect();
+        ClientBuilder::new(reqwest::Client::new())
+            .with(HeaderTable(headers))
+            .with(stub::Respond200)
+            .build()
+    };
+    let (floor_all, floor_few) = (table(&keys), table(few_keys));
     // Random lookups, timed in interleaved rounds so that a change in machine load hits both
     // sizes alike; the median of the rounds' ratios is reported.
     let time = |chain: &ClientWithMiddleware, keys: &[TokenKey], seed: u64| {
@@ -826,23 +848,32 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         start.elapsed().as_nanos() as f64 / lookups as f64
     };
     let (mut ratios, mut few_ns, mut all_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_ratios, mut floor_few_ns, mut floor_all_ns) =
+        (Vec::new(), Vec::new(), Vec::new());
     for round in 0..9u64 {
         let seed = 0x9e37_79b9_7f4a_7c15 ^ round;
-        let (a, b) = if round % 2 == 0 {
+        let (a, b, c, d) = if round % 2 == 0 {
             let a = time(&few, few_keys, seed);
-            (a, time(&all, &keys, seed))
-        } else {
             let b = time(&all, &keys, seed);
-            (time(&few, few_keys, seed), b)
+            let c = time(&floor_few, few_keys, seed);
+            (a, b, c, time(&floor_all, &keys, seed))
+        } else {
+            let d = time(&floor_all, &keys, seed);
+            let c = time(&floor_few, few_keys, seed);
+            let b = time(&all, &keys, seed);
+            (time(&few, few_keys, seed), b, c, d)
         };
         eprintln!(
-            "  round {round}: {a:.0} ns ({} keys), {b:.0} ns ({} keys)",
+            "  round {round}: {a:.0} ns ({} keys), {b:.0} ns ({} keys); floor {c:.0} ns, {d:.0} ns",
             few_keys.len(),
             keys.len()
         );
         ratios.push(b / a);
         few_ns.push(a);
         all_ns.push(b);
+        floor_ratios.push(d / c);
+        floor_few_ns.push(c);
+        floor_all_ns.push(d);
     }
     let per_key = manager_bytes as f64 / config.keys as f64;
     let beyond = per_key - token_bytes as f64;
@@ -876,6 +907,44 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         "≤ 1.5 (flat)",
         Some(flat <= 1.5),
     ));
+    let floor = median(&mut floor_ratios);
+    rows.push(row(
+        format!(
+            "4. floor: lookup time of a bare `HashMap<TokenKey, HeaderValue>` middleware, {} ÷ {} keys",
+            keys.len(),
+            few_keys.len()
+        ),
+        format!(
+            "{:.0} vs {:.0} ns/request (same rounds, same keys)",
+            median(&mut floor_all_ns),
+            median(&mut floor_few_ns)
+        ),
+        format!("{floor:.2}"),
+        "—",
+        None,
+    ));
+}
+
+/// The floor of section 4: inserts the request key's header from an immutable table.
+struct HeaderTable(std::collections::HashMap<TokenKey, http::HeaderValue>);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for HeaderTable {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let header = extensions
+            .get::<TokenKey>()
+            .and_then(|key| self.0.get(key))
+            .expect("every key is in the table");
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, header.clone());
+        next.run(request, extensions).await
+    }
 }
 
 /// Sends `request` through `chain` for `key`; the stub answers 200.

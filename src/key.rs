@@ -1,6 +1,7 @@
 //! The name under which one credential (one token set) is kept.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Names one credential: the tokens of one user, tenant or service account.
@@ -22,7 +23,7 @@ use std::sync::Arc;
 /// ```
 ///
 /// The key is not a secret: it appears in errors, events and logs, and names records in stores.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct TokenKey(Arc<str>);
 
 impl TokenKey {
@@ -34,6 +35,21 @@ impl TokenKey {
     /// The key's name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl PartialEq for TokenKey {
+    /// Equal names. A clone of the same key (the default key, or a key a caller keeps) is
+    /// recognized without reading the name, which on a lookup among many keys is memory the
+    /// CPU cache may not hold.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 
@@ -65,5 +81,23 @@ impl From<&str> for TokenKey {
 impl From<String> for TokenKey {
     fn from(name: String) -> Self {
         Self(Arc::from(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::TokenKey;
+
+    #[test]
+    fn keys_are_equal_by_name_whether_or_not_they_share_it() {
+        let key = TokenKey::new("user-1");
+        assert_eq!(key, key.clone());
+        assert_eq!(key, TokenKey::new("user-1"));
+        assert_ne!(key, TokenKey::new("user-2"));
+        let set: HashSet<TokenKey> = [key.clone(), TokenKey::from("user-1".to_owned())].into();
+        assert_eq!(set.len(), 1);
+        assert!(set.contains(&TokenKey::new("user-1")));
     }
 }

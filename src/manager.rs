@@ -96,13 +96,37 @@ fn bearer_header(tokens: &TokenSet) -> Result<HeaderValue, Error> {
     Ok(value)
 }
 
+/// A key's published token, sharing the allocation of the state that published it: reading a
+/// token among many keys is one pointer (and cache miss) fewer than a separate allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct PublishedToken(Arc<KeyState>);
+
+impl PublishedToken {
+    /// `state`'s token, if it holds one.
+    fn from_state(state: Arc<KeyState>) -> Option<Self> {
+        matches!(*state, KeyState::Active(_)).then_some(Self(state))
+    }
+}
+
+impl std::ops::Deref for PublishedToken {
+    type Target = ActiveToken;
+
+    fn deref(&self) -> &ActiveToken {
+        match &*self.0 {
+            KeyState::Active(token) => token,
+            // `from_state` takes active states only, and a published state never changes.
+            _ => unreachable!("a published token's state is active"),
+        }
+    }
+}
+
 /// What a key's callers see.
 #[derive(Debug)]
 enum KeyState {
     /// Not read from the store yet (or forgotten by `clear`).
     Unloaded,
     /// Tokens in use.
-    Active(Arc<ActiveToken>),
+    Active(ActiveToken),
     /// The grant is gone; fail fast until new tokens are supplied. (Boxed: every key's
     /// state is allocated with room for its largest variant.)
     Reauthorize { error: Box<Error>, since: Instant },
@@ -170,9 +194,15 @@ impl KeySlot {
         *lock(&self.unsaved) = unsaved.map(Box::new);
     }
 
-    fn publish(&self, token: &Arc<ActiveToken>) {
-        self.state
-            .store(Arc::new(KeyState::Active(Arc::clone(token))));
+    /// The key's published token, if it has one.
+    fn token(&self) -> Option<PublishedToken> {
+        PublishedToken::from_state(self.state.load_full())
+    }
+
+    fn publish(&self, token: ActiveToken) -> PublishedToken {
+        let state = Arc::new(KeyState::Active(token));
+        self.state.store(Arc::clone(&state));
+        PublishedToken(state)
     }
 }
 
@@ -285,7 +315,7 @@ impl TokenManager {
         let tokens = tokens
             .with_generation(generation)
             .with_issued_for(self.inner.binding.clone());
-        let active = Arc::new(ActiveToken::new(tokens, self.inner.config.leeway)?);
+        let active = ActiveToken::new(tokens, self.inner.config.leeway)?;
         *lock(&slot.backoff) = None;
         let saved = self
             .inner
@@ -294,7 +324,7 @@ impl TokenManager {
         match saved {
             Ok(SaveOutcome::Saved) => {
                 slot.set_unsaved(None);
-                slot.publish(&active);
+                slot.publish(active);
                 Ok(())
             }
             Ok(SaveOutcome::Conflict { .. }) => Err(Error::Store(StoreError::new(
@@ -306,7 +336,7 @@ impl TokenManager {
                     generation,
                     parent: stored,
                 }));
-                slot.publish(&active);
+                slot.publish(active);
                 self.inner.retry_save_later(&slot, generation);
                 Err(Error::Store(error))
             }
@@ -369,15 +399,12 @@ impl TokenManager {
     }
 
     /// The hot path: the key's current token, if it is loaded and not due (no lock, no await).
-    pub(crate) fn current_token(&self, key: &TokenKey) -> Option<Arc<ActiveToken>> {
+    pub(crate) fn current_token(&self, key: &TokenKey) -> Option<PublishedToken> {
         self.inner.current_token(key)
     }
 
     /// The token to send now: the current one, or a refreshed one when it is due.
-    pub(crate) async fn token_for_request(
-        &self,
-        key: &TokenKey,
-    ) -> Result<Arc<ActiveToken>, Error> {
+    pub(crate) async fn token_for_request(&self, key: &TokenKey) -> Result<PublishedToken, Error> {
         if let Some(token) = self.inner.current_token(key) {
             return Ok(token);
         }
@@ -385,9 +412,9 @@ impl TokenManager {
         let state = slot.state.load_full();
         let current = match &*state {
             KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
-                return Ok(Arc::clone(token));
+                return Ok(PublishedToken(state));
             }
-            KeyState::Active(token) => Some(Arc::clone(token)),
+            KeyState::Active(_) => Some(PublishedToken(Arc::clone(&state))),
             KeyState::Reauthorize { error, since } => {
                 if since.elapsed() < REAUTHORIZATION_RECHECK {
                     return Err(Error::clone(error));
@@ -427,12 +454,12 @@ impl TokenManager {
         &self,
         key: &TokenKey,
         rejected: &ActiveToken,
-    ) -> Result<Option<Arc<ActiveToken>>, Error> {
+    ) -> Result<Option<PublishedToken>, Error> {
         let slot = self.inner.slot(key);
         let rejected = rejected.seen();
-        if let KeyState::Active(token) = &**slot.state.load() {
+        if let Some(token) = slot.token() {
             if !token.is(Some(&rejected)) {
-                return Ok(Some(Arc::clone(token)));
+                return Ok(Some(token));
             }
         }
         let token = self
@@ -445,13 +472,16 @@ impl TokenManager {
 
 impl Inner {
     /// The hot path: the key's token if it is loaded and not due, read under the map's shared
-    /// lock without cloning the slot or the state (one reference count: the token's).
-    fn current_token(&self, key: &TokenKey) -> Option<Arc<ActiveToken>> {
-        let usable = |slot: &KeySlot| match &**slot.state.load() {
-            KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
-                Some(Arc::clone(token))
+    /// lock without cloning the slot (one reference count: the state's).
+    fn current_token(&self, key: &TokenKey) -> Option<PublishedToken> {
+        let usable = |slot: &KeySlot| {
+            let state = slot.state.load();
+            match &**state {
+                KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
+                    Some(PublishedToken(arc_swap::Guard::into_inner(state)))
+                }
+                _ => None,
             }
-            _ => None,
         };
         if let Some(first) = self.first.get() {
             if first.key == *key {

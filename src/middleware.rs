@@ -17,7 +17,7 @@ use crate::grant::endpoint::{check_secure, redact_userinfo};
 use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
 use crate::log;
-use crate::manager::{ActiveToken, ManagerConfig, TokenManager};
+use crate::manager::{ActiveToken, ManagerConfig, PublishedToken, TokenManager};
 use crate::origin::AllowedOrigin;
 use crate::store::{MemoryTokenStore, TokenStore};
 use crate::token::TokenSet;
@@ -128,7 +128,7 @@ impl TokenRefreshMiddleware {
         mut request: Request,
         origin: usize,
         key: Cow<'a, TokenKey>,
-        token: Arc<ActiveToken>,
+        token: PublishedToken,
         extensions: &'a mut Extensions,
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
@@ -141,8 +141,9 @@ impl TokenRefreshMiddleware {
         Box::pin(async move {
             let response = next.clone().run(request, extensions).await?;
             // D12: a 401 from another origin (after a redirect) says nothing about our token.
-            if !self.origins[origin].contains(response.url())
-                || !self.rejection.is_token_rejected(&response)
+            // (The cheap status check first: most responses are not rejections.)
+            if !self.rejection.is_token_rejected(&response)
+                || !self.origins[origin].contains(response.url())
             {
                 return Ok(response);
             }

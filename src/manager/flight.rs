@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, Seen, Unsaved};
+use super::{lock, ActiveToken, Backoff, Inner, KeySlot, KeyState, PublishedToken, Seen, Unsaved};
 use crate::error::{Error, ReauthorizationReason};
 use crate::event::{emit, Event};
 use crate::key::TokenKey;
@@ -22,7 +22,7 @@ const SAVE_RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST_DELAY: Duration = Duration::from_secs(5);
 const BACKOFF_MAX_DELAY: Duration = Duration::from_secs(300);
 
-type Outcome = Result<Arc<ActiveToken>, Error>;
+type Outcome = Result<PublishedToken, Error>;
 
 /// Why a flight was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +64,10 @@ impl Inner {
             let (outcome, answers_us) = {
                 let mut flight = slot.flight();
                 // Re-check under the flight lock: a flight that just finished published first.
-                match &**slot.state.load() {
+                let state = slot.state.load_full();
+                match &*state {
                     KeyState::Active(token) if !token.is(seen.as_ref()) => {
-                        return Ok(Arc::clone(token))
+                        return Ok(PublishedToken(state))
                     }
                     KeyState::Reauthorize { error, .. } => return Err(Error::clone(error)),
                     _ => {}
@@ -144,10 +145,7 @@ impl Inner {
             waited: waiting.elapsed(),
         });
         let stored = self.store.load(key).await.map_err(Error::Store)?;
-        let memory = match &**slot.state.load() {
-            KeyState::Active(token) => Some(Arc::clone(token)),
-            _ => None,
-        };
+        let memory = slot.token();
         let unsaved = memory
             .as_ref()
             .and_then(|memory| slot.unsaved(memory.generation()));
@@ -201,8 +199,7 @@ impl Inner {
             }
             (None, None) => match self.initial_tokens(key) {
                 Some(initial) => {
-                    let initial = Arc::new(ActiveToken::new(initial, self.config.leeway)?);
-                    slot.publish(&initial);
+                    let initial = slot.publish(ActiveToken::new(initial, self.config.leeway)?);
                     match self.persist(slot, &initial, None).await {
                         Persisted::Kept => {}
                         Persisted::Superseded(newer) => return self.adopt(slot, newer),
@@ -275,14 +272,11 @@ impl Inner {
                     .with_issued_for(self.binding.clone())
             }
         };
-        let next = Arc::new(ActiveToken::new(next, self.config.leeway)?);
+        let next = ActiveToken::new(next, self.config.leeway)?;
         // Persist before publish: waiters are released only after the save was attempted,
         // and a failed save keeps the new tokens in memory.
         let published = match self.persist(slot, &next, stored.as_ref()).await {
-            Persisted::Kept => {
-                slot.publish(&next);
-                next
-            }
+            Persisted::Kept => slot.publish(next),
             Persisted::Superseded(newer) => self.adopt(slot, newer)?,
             Persisted::Cleared => {
                 return Err(self.reauthorize(slot, ReauthorizationReason::NoTokens))
@@ -371,9 +365,10 @@ impl Inner {
         let Ok(kept) = ActiveToken::new(kept, self.config.leeway) else {
             return;
         };
-        let kept = Arc::new(kept);
         match self.persist(slot, &kept, stored).await {
-            Persisted::Kept => slot.publish(&kept),
+            Persisted::Kept => {
+                slot.publish(kept);
+            }
             Persisted::Superseded(newer) => {
                 let _ = self.adopt(slot, newer);
             }
@@ -424,10 +419,10 @@ impl Inner {
             }
             _ => tokens,
         };
-        let adopted = Arc::new(ActiveToken::new(tokens, self.config.leeway)?);
+        let adopted = ActiveToken::new(tokens, self.config.leeway)?;
         let had_tokens = matches!(**slot.state.load(), KeyState::Active(_));
         slot.set_unsaved(None);
-        slot.publish(&adopted);
+        let adopted = slot.publish(adopted);
         if had_tokens {
             self.emit(Event::Adopted {
                 key: slot.key.clone(),
@@ -503,11 +498,9 @@ impl Inner {
                 let _writer = slot.writer.lock().await;
                 // Checked under the writer lock: a flight, `set_tokens` or `clear` may have
                 // moved the key on (and a cleared key must stay cleared).
-                let (current, unsaved) = match (&**slot.state.load(), slot.unsaved(generation)) {
-                    (KeyState::Active(token), Some(unsaved))
-                        if token.generation() == generation =>
-                    {
-                        (Arc::clone(token), unsaved)
+                let (current, unsaved) = match (slot.token(), slot.unsaved(generation)) {
+                    (Some(token), Some(unsaved)) if token.generation() == generation => {
+                        (token, unsaved)
                     }
                     _ => return,
                 };
