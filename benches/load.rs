@@ -129,7 +129,7 @@ impl Config {
             e2e_rounds: env_or("RTR_BENCH_E2E_ROUNDS", 40),
             e2e_concurrency: env_or("RTR_BENCH_E2E_CONCURRENCY", 32),
             storm: env_or("RTR_BENCH_STORM", 10_000),
-            storm_rounds: env_or("RTR_BENCH_STORM_ROUNDS", 5),
+            storm_rounds: env_or("RTR_BENCH_STORM_ROUNDS", 9),
             token_delay: Duration::from_millis(env_or("RTR_BENCH_TOKEN_DELAY_MS", 20)),
             keys: env_or("RTR_BENCH_KEYS", 100_000),
             processes: env_or("RTR_BENCH_PROCESSES", 4),

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Names one credential: the tokens of one user, tenant or service account.
 ///
@@ -54,9 +54,11 @@ impl Hash for TokenKey {
 }
 
 impl Default for TokenKey {
-    /// The key named `default`, used when a request names none.
+    /// The key named `default`, used when a request names none. Every default key shares one
+    /// name, so comparing two of them does not read it.
     fn default() -> Self {
-        Self::new("default")
+        static DEFAULT: OnceLock<TokenKey> = OnceLock::new();
+        DEFAULT.get_or_init(|| Self::new("default")).clone()
     }
 }
 
@@ -99,5 +101,13 @@ mod tests {
         let set: HashSet<TokenKey> = [key.clone(), TokenKey::from("user-1".to_owned())].into();
         assert_eq!(set.len(), 1);
         assert!(set.contains(&TokenKey::new("user-1")));
+    }
+
+    #[test]
+    fn default_keys_share_their_name() {
+        let (a, b) = (TokenKey::default(), TokenKey::default());
+        assert_eq!(a.as_str(), "default");
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        assert_eq!(a, TokenKey::new("default"));
     }
 }

@@ -114,7 +114,8 @@ impl std::ops::Deref for PublishedToken {
     fn deref(&self) -> &ActiveToken {
         match &*self.0 {
             KeyState::Active(token) => token,
-            // `from_state` takes active states only, and a published state never changes.
+            // Made only from states matched as active (`from_state`, the hot path, flights),
+            // and a state never changes once published.
             _ => unreachable!("a published token's state is active"),
         }
     }
