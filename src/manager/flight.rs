@@ -64,10 +64,10 @@ impl Inner {
             let (outcome, answers_us) = {
                 let mut flight = slot.flight();
                 // Re-check under the flight lock: a flight that just finished published first.
-                let state = slot.state.load_full();
-                match &*state {
+                let state = slot.state.load();
+                match &**state {
                     KeyState::Active(token) if !token.is(seen.as_ref()) => {
-                        return Ok(PublishedToken(state))
+                        return Ok(PublishedToken(arc_swap::Guard::into_inner(state)))
                     }
                     KeyState::Reauthorize { error, .. } => return Err(Error::clone(error)),
                     _ => {}
