@@ -346,14 +346,12 @@ impl TokenManager {
 
     /// The token set in use for `key`, loading it from the store if needed. No refresh is made.
     pub async fn tokens(&self, key: &TokenKey) -> Result<Option<TokenSet>, Error> {
-        let slot = self.inner.slot(key);
-        if let KeyState::Unloaded = **slot.state.load() {
-            return self.inner.store.load(key).await.map_err(Error::Store);
+        let state = self.inner.slot(key).state.load_full();
+        match &*state {
+            KeyState::Unloaded => self.inner.store.load(key).await.map_err(Error::Store),
+            KeyState::Active(token) => Ok(Some(token.tokens.clone())),
+            KeyState::Reauthorize { .. } => Ok(None),
         }
-        Ok(match &**slot.state.load() {
-            KeyState::Active(token) => Some(token.tokens.clone()),
-            _ => None,
-        })
     }
 
     /// Forgets `key`'s tokens in memory and in the store (after logout, for instance). An
@@ -381,10 +379,7 @@ impl TokenManager {
         let _writer = slot.writer.lock().await;
         let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
         let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
-        let memory = match &**slot.state.load() {
-            KeyState::Active(token) => Some(token.tokens.clone()),
-            _ => None,
-        };
+        let memory = slot.token().map(|token| token.tokens.clone());
         // The newest set: memory when its save is still pending, else the store.
         let unsaved = memory
             .as_ref()

@@ -3,6 +3,8 @@
 
 use url::{Origin, Url};
 
+use crate::grant::endpoint::has_credentials;
+
 /// An origin tokens may be sent to.
 pub(crate) struct AllowedOrigin {
     origin: Origin,
@@ -35,10 +37,6 @@ impl AllowedOrigin {
             None => has_credentials(url) && url.origin() == self.origin,
         }
     }
-}
-
-fn has_credentials(url: &Url) -> bool {
-    !url.username().is_empty() || url.password().is_some()
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl EndpointSettings {
     /// fragment.
     pub(crate) fn endpoint_url(&self, url: &str) -> Result<Url, ConfigError> {
         let parsed = Url::parse(url).map_err(|_| ConfigError::InvalidUrl(redact_userinfo(url)))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
+        if has_credentials(&parsed) {
             return Err(ConfigError::CredentialsInUrl(redact_userinfo(url)));
         }
         if parsed.fragment().is_some() {
@@ -89,6 +89,11 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
         Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
+}
+
+/// Whether `url` carries credentials (`user[:password]@` before the host).
+pub(crate) fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
 }
 
 fn is_loopback(url: &Url) -> bool {
