@@ -240,6 +240,13 @@ fn opaque_tokens(n: usize, lifetime: Duration) -> TokenSet {
         .with_expires_in(lifetime)
 }
 
+/// The `Authorization` value the middleware sends for `tokens`, for clients that send it
+/// themselves.
+fn bearer(tokens: &TokenSet) -> http::HeaderValue {
+    http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
+        .expect("header")
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Hot path
 
@@ -393,8 +400,7 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
     // Variant 2, a diagnostic: the plain client sending the same header itself, to tell the
     // middleware's cost from the cost of one more header on the wire.
-    let header = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
-        .expect("header");
+    let header = bearer(&tokens);
     let (walls, latencies, samples) = runtime.block_on(async {
         manager
             .set_tokens(&TokenKey::default(), tokens)
@@ -564,8 +570,7 @@ fn instructions_run(variant: &str) {
     let middleware = loopback_middleware(&server);
     let manager = middleware.manager().clone();
     let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
-    let header = http::HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
-        .expect("header");
+    let header = bearer(&tokens);
     let (client, header) = match variant {
         "bare" => (ClientBuilder::new(client).build(), None),
         "plain" => (ClientBuilder::new(client).build(), Some(&header)),
@@ -816,11 +821,9 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             .iter()
             .enumerate()
             .map(|(i, key)| {
-                let tokens = opaque_tokens(i, Duration::from_secs(1));
-                let header = format!("Bearer {}", tokens.access_token().secret());
                 (
                     key.clone(),
-                    http::HeaderValue::try_from(header).expect("header"),
+                    bearer(&opaque_tokens(i, Duration::from_secs(1))),
                 )
             })
             .collect();
@@ -847,34 +850,38 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         });
         start.elapsed().as_nanos() as f64 / lookups as f64
     };
-    let (mut ratios, mut few_ns, mut all_ns) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut floor_ratios, mut floor_few_ns, mut floor_all_ns) =
-        (Vec::new(), Vec::new(), Vec::new());
+    // Ours and the floor, each at both sizes; the order reverses every other round.
+    let chains = [
+        (&few, few_keys),
+        (&all, &keys[..]),
+        (&floor_few, few_keys),
+        (&floor_all, &keys[..]),
+    ];
+    let mut rounds: Vec<[f64; 4]> = Vec::new();
     for round in 0..9u64 {
         let seed = 0x9e37_79b9_7f4a_7c15 ^ round;
-        let (a, b, c, d) = if round % 2 == 0 {
-            let a = time(&few, few_keys, seed);
-            let b = time(&all, &keys, seed);
-            let c = time(&floor_few, few_keys, seed);
-            (a, b, c, time(&floor_all, &keys, seed))
-        } else {
-            let d = time(&floor_all, &keys, seed);
-            let c = time(&floor_few, few_keys, seed);
-            let b = time(&all, &keys, seed);
-            (time(&few, few_keys, seed), b, c, d)
-        };
+        let mut order = [0, 1, 2, 3];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut ns = [0.0; 4];
+        for i in order {
+            let (chain, keys) = chains[i];
+            ns[i] = time(chain, keys, seed);
+        }
         eprintln!(
-            "  round {round}: {a:.0} ns ({} keys), {b:.0} ns ({} keys); floor {c:.0} ns, {d:.0} ns",
+            "  round {round}: {:.0} ns ({} keys), {:.0} ns ({} keys); floor {:.0} ns, {:.0} ns",
+            ns[0],
             few_keys.len(),
-            keys.len()
+            ns[1],
+            keys.len(),
+            ns[2],
+            ns[3]
         );
-        ratios.push(b / a);
-        few_ns.push(a);
-        all_ns.push(b);
-        floor_ratios.push(d / c);
-        floor_few_ns.push(c);
-        floor_all_ns.push(d);
+        rounds.push(ns);
     }
+    let median_of =
+        |f: &dyn Fn(&[f64; 4]) -> f64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
     let per_key = manager_bytes as f64 / config.keys as f64;
     let beyond = per_key - token_bytes as f64;
     let store_per_key = store_bytes as f64 / config.keys as f64;
@@ -891,7 +898,7 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         "≤ 1024 B",
         Some(beyond <= 1024.0),
     ));
-    let flat = median(&mut ratios);
+    let flat = median_of(&|ns| ns[1] / ns[0]);
     rows.push(row(
         format!(
             "4. many users: lookup time, {} ÷ {} keys",
@@ -900,14 +907,14 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         ),
         format!(
             "{:.0} vs {:.0} ns/request (stub transport, random keys; medians of 9 interleaved rounds)",
-            median(&mut all_ns),
-            median(&mut few_ns)
+            median_of(&|ns| ns[1]),
+            median_of(&|ns| ns[0])
         ),
         format!("{flat:.2}"),
         "≤ 1.5 (flat)",
         Some(flat <= 1.5),
     ));
-    let floor = median(&mut floor_ratios);
+    let floor = median_of(&|ns| ns[3] / ns[2]);
     rows.push(row(
         format!(
             "4. floor: lookup time of a bare `HashMap<TokenKey, HeaderValue>` middleware, {} ÷ {} keys",
@@ -916,8 +923,8 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         ),
         format!(
             "{:.0} vs {:.0} ns/request (same rounds, same keys)",
-            median(&mut floor_all_ns),
-            median(&mut floor_few_ns)
+            median_of(&|ns| ns[3]),
+            median_of(&|ns| ns[2])
         ),
         format!("{floor:.2}"),
         "—",
