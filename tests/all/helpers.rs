@@ -1,7 +1,6 @@
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    RefreshTokenGrant, TokenKey, TokenManager, TokenRefreshMiddleware,
-    TokenRefreshMiddlewareBuilder,
+    RefreshTokenGrant, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
 };
 
 use crate::auth_server::AuthServer;
@@ -9,7 +8,7 @@ use crate::auth_server::AuthServer;
 #[path = "../common/client.rs"]
 mod shared;
 
-pub use shared::{client, events, token_error, wait_for};
+pub use shared::{built_with_tokens, client, events, token_error, wait_for};
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.
 pub fn builder(server: &AuthServer) -> TokenRefreshMiddlewareBuilder {
@@ -35,19 +34,6 @@ pub async fn client_with_tokens(
     tokens: reqwest_token_refresh::TokenSet,
 ) -> (ClientWithMiddleware, TokenManager) {
     built_with_tokens(builder(server), tokens).await
-}
-
-/// A client using the middleware `builder` builds, whose default key starts with `tokens`.
-pub async fn built_with_tokens(
-    builder: TokenRefreshMiddlewareBuilder,
-    tokens: reqwest_token_refresh::TokenSet,
-) -> (ClientWithMiddleware, TokenManager) {
-    let (client, manager) = client(builder.build().expect("valid middleware"));
-    manager
-        .set_tokens(&TokenKey::default(), tokens)
-        .await
-        .expect("tokens accepted");
-    (client, manager)
 }
 
 /// `tokens` at `generation`. `set_tokens` assigns generations and `TokenSet::with_generation`

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::{
-    Error, Event, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
+    Error, Event, TokenKey, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
+    TokenSet,
 };
 use tokio::sync::mpsc;
 
@@ -19,6 +20,19 @@ pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, Toke
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(middleware)
         .build();
+    (client, manager)
+}
+
+/// A client using the middleware `builder` builds, whose default key starts with `tokens`.
+pub async fn built_with_tokens(
+    builder: TokenRefreshMiddlewareBuilder,
+    tokens: TokenSet,
+) -> (ClientWithMiddleware, TokenManager) {
+    let (client, manager) = client(builder.build().expect("valid middleware"));
+    manager
+        .set_tokens(&TokenKey::default(), tokens)
+        .await
+        .expect("tokens accepted");
     (client, manager)
 }
 

@@ -23,7 +23,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 #[path = "../common/client.rs"]
 mod shared;
 
-pub use shared::{client, events, token_error, wait_for, WAIT};
+pub use shared::{built_with_tokens, client, events, token_error, wait_for, WAIT};
 
 // ---------------------------------------------------------------------------------------------
 // Authorization server
@@ -324,13 +324,8 @@ pub async fn client_with_store(
     tokens: TokenSet,
 ) -> (ClientWithMiddleware, TokenManager, Arc<TestStore>) {
     let store = TestStore::memory();
-    let (client, manager) = client(
-        middleware(refresher, origin)
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
-    );
-    manager.set_tokens(&key(), tokens).await.unwrap();
+    let builder = middleware(refresher, origin).shared_store(store.clone());
+    let (client, manager) = built_with_tokens(builder, tokens).await;
     (client, manager, store)
 }
 
@@ -345,8 +340,7 @@ pub async fn client_with_events(
     tokio::sync::mpsc::UnboundedReceiver<reqwest_token_refresh::Event>,
 ) {
     let (builder, events) = events(builder);
-    let (client, manager) = client(builder.build().unwrap());
-    manager.set_tokens(&key(), tokens).await.unwrap();
+    let (client, manager) = built_with_tokens(builder, tokens).await;
     (client, manager, events)
 }
 
