@@ -10,6 +10,7 @@
 mod adoption;
 mod cancellation;
 mod clock;
+mod edges;
 mod error_classification;
 mod hostile_endpoint;
 mod lost_response;
