@@ -95,14 +95,14 @@ impl Discovery {
         let request = client
             .get(url)
             .header(http::header::ACCEPT, "application/json");
-        let (status, body) = endpoint::send(request, self.settings.max_response_bytes)
+        let answer = endpoint::send(request, self.settings.max_response_bytes)
             .await
             .map_err(|error| DiscoveryError::Unavailable(Box::new(error)))?;
-        if !status.is_success() {
-            return Err(DiscoveryError::Status(status.as_u16()));
+        if !answer.status.is_success() {
+            return Err(DiscoveryError::Status(answer.status.as_u16()));
         }
         let document: Document =
-            serde_json::from_slice(&body).map_err(|_| DiscoveryError::NotMetadata)?;
+            serde_json::from_slice(&answer.body).map_err(|_| DiscoveryError::NotMetadata)?;
         // RFC 8414 §3.3 / §6.2: a different issuer means the data MUST NOT be used.
         if document.issuer != self.issuer {
             return Err(DiscoveryError::IssuerMismatch);

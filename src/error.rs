@@ -4,10 +4,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::key::TokenKey;
+use crate::record::EndReason;
 use crate::store::StoreError;
 
 /// Why a request could not get a token.
@@ -58,21 +60,34 @@ pub enum Error {
     /// connection error). Retrying later may succeed; `reqwest-retry` can do it.
     #[error("token endpoint temporarily unavailable")]
     Transient(#[source] TransientError),
-    /// The token endpoint's success response could not be used.
+    /// The token endpoint's success response could not be used. If it carried a new refresh
+    /// token, that token was kept (the old one is consumed at the server).
     #[error("unusable token response")]
     InvalidResponse(#[source] InvalidResponse),
-    /// The token endpoint rotated the refresh token but the rest of its answer is unusable
-    /// (for instance an access token that is not a valid `b64token`). The middleware keeps
-    /// the new refresh token, since the old one is consumed, and returns
-    /// [`Error::InvalidResponse`] to callers; a custom [`TokenRefresher`](crate::TokenRefresher)
-    /// returns this so the rotation is not lost.
-    #[error("unusable token response (the rotated refresh token was kept)")]
-    UnusableRotation {
-        /// What is wrong with the answer.
-        #[source]
-        error: InvalidResponse,
-        /// The new refresh token the server issued.
-        refresh_token: crate::secret::RefreshToken,
+    /// The stored tokens of this key were issued for another authorization server or client
+    /// (two services sharing a store and key by mistake). They are never sent to this one,
+    /// revoked or replaced by a refresh; use another key or store, or hand this middleware its
+    /// own tokens with [`TokenManager::set_tokens`](crate::TokenManager::set_tokens).
+    #[error(
+        "the stored tokens of `{key}` were issued for another authorization server or client \
+         ({issued_for}); they are not used here (use another key or store)"
+    )]
+    ForeignTokens {
+        /// The key whose record was refused.
+        key: TokenKey,
+        /// What the record is bound to (any credentials in its URL are redacted).
+        issued_for: String,
+    },
+    /// The stored tokens of this key record no authorization server (they were written to the
+    /// store by other means than this middleware), so their refresh token could belong to any.
+    #[error(
+        "the stored tokens of `{key}` record no authorization server; bind them with \
+         TokenSet::with_issued_for (or hand them over with TokenManager::set_tokens), or allow \
+         unbound tokens with TokenRefreshMiddlewareBuilder::accept_unbound_tokens"
+    )]
+    UnboundTokens {
+        /// The key whose record was refused.
+        key: TokenKey,
     },
     /// The token store failed.
     #[error("token store failed")]
@@ -85,6 +100,18 @@ pub enum Error {
     /// shutting down).
     #[error("token refresh task stopped before finishing")]
     RefreshAborted,
+}
+
+impl TransientError {
+    /// How long to wait before trying again, when known (the server's `Retry-After`, or the
+    /// remaining backoff).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransientError::Status { retry_after, .. } => *retry_after,
+            TransientError::BackingOff { retry_in } => Some(*retry_in),
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -127,6 +154,9 @@ pub enum ReauthorizationReason {
     /// The token endpoint answered `invalid_grant`: the refresh token is expired, revoked or was
     /// already used.
     InvalidGrant(OAuthError),
+    /// The store records that the key's grant ended: in this process or another, now or in an
+    /// earlier run.
+    Ended(EndReason),
     /// No tokens are known for the key.
     NoTokens,
     /// The access token expired and there is no refresh token to renew it.
@@ -137,6 +167,7 @@ impl fmt::Display for ReauthorizationReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReauthorizationReason::InvalidGrant(error) => write!(f, "{error}"),
+            ReauthorizationReason::Ended(reason) => write!(f, "{reason}"),
             ReauthorizationReason::NoTokens => f.write_str("no tokens are stored"),
             ReauthorizationReason::NoRefreshToken => {
                 f.write_str("access token expired and no refresh token is held")
@@ -262,8 +293,21 @@ impl fmt::Display for ErrorCode {
 #[non_exhaustive]
 pub enum TransientError {
     /// The token endpoint answered with a 5xx or 429 status.
-    #[error("token endpoint answered HTTP {0}")]
-    Status(StatusCode),
+    #[error("token endpoint answered HTTP {}", status.as_u16())]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// How long the server asked clients to wait (`Retry-After`), if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The token endpoint failed moments ago; the key's next attempt is due in `retry_in`.
+    /// Refreshes of a failing endpoint are spaced out (about 1 s, doubling to 30 s, longer if
+    /// the server's `Retry-After` says so) instead of being made for every request.
+    #[error("token endpoint failed recently; next attempt in {retry_in:?}")]
+    BackingOff {
+        /// When the next attempt will be made.
+        retry_in: Duration,
+    },
     /// The request or the response body took longer than the configured timeout.
     #[error("token request timed out")]
     Timeout,

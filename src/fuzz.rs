@@ -1,12 +1,23 @@
-//! **Not part of the API.** Thin wrappers over crate-private parsers, compiled only with the
-//! `fuzzing` feature so that `tests/fuzz.rs` can drive them with arbitrary input. No semver
-//! guarantee; do not use.
+//! **Not part of the API.** Thin wrappers over crate-private parsers, and the refresh policy,
+//! compiled only with the `fuzzing` feature so that `tests/fuzz.rs` can drive them with
+//! arbitrary input and `tests/model.rs` can model-check the policy. No semver guarantee; do
+//! not use.
+
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::StatusCode;
 
-use crate::error::Error;
+use crate::error::{Error, InvalidResponse};
+use crate::grant::response::Answer;
 use crate::key::TokenKey;
-use crate::token::TokenResponse;
+use crate::record::{EndReason, Ended, TokenRecord};
+use crate::token::{TokenResponse, TokenSet};
+
+pub use crate::policy::{
+    after_call, after_invalid_grant, decide, next_generation, Answer as CallAnswer, Call, Facts,
+    Intent, Refusal, Rules, Step, Unsaved,
+};
 
 /// The token-endpoint response parser and classifier (RFC 6749 §5.1, §5.2), as the refresh
 /// grant calls it: `secrets` are the values the request carried, to be redacted.
@@ -15,7 +26,28 @@ pub fn token_response(
     body: &[u8],
     secrets: &[&str],
 ) -> Result<TokenResponse, Error> {
-    crate::grant::response::classify(&TokenKey::default(), status, body, secrets)
+    let answer = Answer {
+        status,
+        retry_after: None,
+        body: body.to_vec(),
+    };
+    crate::grant::response::classify(&TokenKey::default(), &answer, secrets)
+}
+
+/// Why the middleware would refuse `response`, if it would (what the parser found, or an
+/// access token that cannot go in a header).
+pub fn unusable(response: &TokenResponse) -> Option<InvalidResponse> {
+    response.check().err()
+}
+
+/// `tokens` as the runner stores a set it makes: `generation`, a new revision, `binding`.
+pub fn renewed(tokens: TokenSet, generation: u64, binding: Option<Arc<str>>) -> TokenSet {
+    tokens.renewed(generation).bound_to(binding)
+}
+
+/// The record the runner writes when a grant ends.
+pub fn ended(reason: EndReason, generation: u64, binding: Option<Arc<str>>) -> TokenRecord {
+    TokenRecord::Ended(Ended::new(reason, SystemTime::now(), generation, binding))
 }
 
 /// The `WWW-Authenticate` parser: each challenge's scheme and parameters, in order.

@@ -114,6 +114,7 @@ extern crate self as reqwest_token_refresh;
 #[doc(hidden)]
 #[path = "fuzz.rs"]
 pub mod __fuzz;
+mod backoff;
 mod classify;
 mod discovery;
 mod error;
@@ -124,8 +125,11 @@ mod log;
 mod manager;
 mod middleware;
 mod origin;
+mod policy;
+mod record;
 #[cfg(feature = "retry")]
 mod retry;
+mod revision;
 mod secret;
 mod store;
 #[cfg(feature = "test-util")]
@@ -145,9 +149,11 @@ pub use grant::{
 };
 pub use key::TokenKey;
 pub use manager::TokenManager;
+pub use record::{EndReason, Ended, TokenRecord};
 pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};
 #[cfg(feature = "retry")]
 pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
+pub use revision::Revision;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
 #[cfg(feature = "file")]
 pub use store::FileTokenStore;

@@ -1,265 +1,90 @@
-//! Per-key token state and the one refresh that concurrent callers share.
+//! Per-key token state and the runs that change it.
 //!
-//! Each key has a published state (read without locks on the hot path) and at most one
-//! *flight*: a detached task that takes the key's writer lock and the store's cross-process
-//! lock, reloads, adopts or refreshes, persists, and only then publishes (see `flight.rs`).
-//! Callers await a shared handle to that task, so dropping a caller never cancels a rotation
-//! half-way, and every waiter gets the same outcome.
+//! Each key has a published state, read without locks on the hot path, and a writer lock.
+//! Everything that changes a key — a refresh, a login handed over, a logout, a revocation, a
+//! background save retry — is a *run*: a detached task that takes the writer lock and the
+//! store's cross-process lock, and carries out the steps `src/policy.rs` decides
+//! (`runner.rs`). Callers that need a token share one run per key (`flight.rs`), so dropping a
+//! caller never cancels a rotation half-way and every waiter gets the same outcome.
 
 mod flight;
+mod runner;
+mod slot;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime};
-
-use arc_swap::ArcSwap;
-use http::HeaderValue;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
 
 use crate::error::Error;
-use crate::event::EventHook;
-use crate::grant::{is_b64token, TokenRefresher};
+use crate::event::{emit, Event, EventHook};
+use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
-use crate::secret::AccessToken;
-use crate::store::{SaveOutcome, StoreError, StoreErrorKind, TokenStore};
+use crate::policy::{self, Intent, Rules};
+use crate::revision::Revision;
+use crate::store::TokenStore;
 use crate::token::TokenSet;
 
-use flight::{Flight, Trigger};
-
-/// How often a key in the "re-authorization required" state looks at the store again, in case
-/// the user logged in through another process.
-const REAUTHORIZATION_RECHECK: Duration = Duration::from_secs(10);
-
-/// The published token of a key: the set and its ready-made `Authorization` value.
-#[derive(Debug)]
-pub(crate) struct ActiveToken {
-    tokens: TokenSet,
-    header: HeaderValue,
-    refresh_due_at: Option<SystemTime>,
-}
-
-impl ActiveToken {
-    fn new(tokens: TokenSet, leeway: Duration) -> Result<Self, Error> {
-        let header = bearer_header(&tokens)?;
-        let refresh_due_at = tokens.refresh_due_at(leeway);
-        Ok(Self {
-            tokens,
-            header,
-            refresh_due_at,
-        })
-    }
-
-    pub(crate) fn header(&self) -> &HeaderValue {
-        &self.header
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.tokens.generation()
-    }
-
-    fn refresh_due(&self, now: SystemTime) -> bool {
-        self.refresh_due_at.is_some_and(|due| now >= due)
-    }
-
-    /// What identifies this token to a caller that saw it.
-    pub(crate) fn seen(&self) -> Seen {
-        Seen {
-            generation: self.generation(),
-            access_token: self.tokens.access_token().clone(),
-        }
-    }
-
-    /// Whether this is the token the caller saw.
-    fn is(&self, seen: Option<&Seen>) -> bool {
-        seen.is_some_and(|seen| {
-            seen.generation == self.generation() && &seen.access_token == self.tokens.access_token()
-        })
-    }
-}
-
-/// The token a caller sent: its generation and access token (generations alone restart after
-/// a logout and new login elsewhere).
-#[derive(Debug, Clone)]
-pub(crate) struct Seen {
-    generation: u64,
-    access_token: AccessToken,
-}
-
-fn bearer_header(tokens: &TokenSet) -> Result<HeaderValue, Error> {
-    let secret = tokens.access_token().secret();
-    if !is_b64token(secret) {
-        return Err(Error::InvalidAccessToken);
-    }
-    let mut value =
-        HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| Error::InvalidAccessToken)?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-/// A key's published token, sharing the allocation of the state that published it: reading a
-/// token among many keys is one pointer (and cache miss) fewer than a separate allocation.
-#[derive(Debug, Clone)]
-pub(crate) struct PublishedToken(Arc<KeyState>);
-
-impl PublishedToken {
-    /// `state`'s token, if it holds one.
-    fn from_state(state: Arc<KeyState>) -> Option<Self> {
-        matches!(*state, KeyState::Active(_)).then_some(Self(state))
-    }
-}
-
-impl std::ops::Deref for PublishedToken {
-    type Target = ActiveToken;
-
-    fn deref(&self) -> &ActiveToken {
-        match &*self.0 {
-            KeyState::Active(token) => token,
-            // Made only from states matched as active (`from_state`, the hot path, flights),
-            // and a state never changes once published.
-            _ => unreachable!("a published token's state is active"),
-        }
-    }
-}
-
-/// What a key's callers see.
-#[derive(Debug)]
-enum KeyState {
-    /// Not read from the store yet (or forgotten by `clear`).
-    Unloaded,
-    /// Tokens in use.
-    Active(ActiveToken),
-    /// The grant is gone; fail fast until new tokens are supplied. (Boxed: every key's
-    /// state is allocated with room for its largest variant.)
-    Reauthorize { error: Box<Error>, since: Instant },
-}
-
-impl KeyState {
-    fn generation(&self) -> Option<u64> {
-        match self {
-            KeyState::Active(token) => Some(token.generation()),
-            _ => None,
-        }
-    }
-}
-
-/// A refresh failure that is not retried at once (R27: configuration errors, unusable
-/// responses): callers get it back without a token call until `until`.
-#[derive(Debug, Clone)]
-struct Backoff {
-    until: Instant,
-    delay: Duration,
-    error: Error,
-}
-
-/// One key's state, resident for every key the manager has served: what is rarely set (an
-/// unsaved rotation, a backoff) is boxed to keep it small.
-struct KeySlot {
-    key: TokenKey,
-    state: ArcSwap<KeyState>,
-    /// Serializes everything that writes this key (flights, `set_tokens`, `clear`, save
-    /// retries) inside this process; the store's lock does the same across processes.
-    writer: tokio::sync::Mutex<()>,
-    flight: Mutex<Option<Flight>>,
-    /// The token set held in memory only, because its save failed.
-    unsaved: Mutex<Option<Box<Unsaved>>>,
-    last_rejection_refresh: Mutex<Option<Instant>>,
-    backoff: Mutex<Option<Box<Backoff>>>,
-}
-
-impl KeySlot {
-    fn new(key: TokenKey) -> Self {
-        Self {
-            key,
-            state: ArcSwap::from_pointee(KeyState::Unloaded),
-            writer: tokio::sync::Mutex::new(()),
-            flight: Mutex::new(None),
-            unsaved: Mutex::new(None),
-            last_rejection_refresh: Mutex::new(None),
-            backoff: Mutex::new(None),
-        }
-    }
-
-    fn flight(&self) -> MutexGuard<'_, Option<Flight>> {
-        lock(&self.flight)
-    }
-
-    /// The unsaved state of generation `generation`, if its save failed.
-    fn unsaved(&self, generation: u64) -> Option<Unsaved> {
-        lock(&self.unsaved)
-            .as_deref()
-            .filter(|unsaved| unsaved.generation == generation)
-            .cloned()
-    }
-
-    fn set_unsaved(&self, unsaved: Option<Unsaved>) {
-        *lock(&self.unsaved) = unsaved.map(Box::new);
-    }
-
-    /// The key's published token, if it has one.
-    fn token(&self) -> Option<PublishedToken> {
-        PublishedToken::from_state(self.state.load_full())
-    }
-
-    fn publish(&self, token: ActiveToken) -> PublishedToken {
-        let state = Arc::new(KeyState::Active(token));
-        self.state.store(Arc::clone(&state));
-        PublishedToken(state)
-    }
-}
-
-/// A token set whose save failed: it may be saved later only over the record it replaced.
-#[derive(Debug, Clone)]
-struct Unsaved {
-    generation: u64,
-    /// What the store held when the set was made (`None`: nothing). If the store holds
-    /// anything else later, someone else wrote it (another refresh, a logout, a new login) and
-    /// the unsaved set must not overwrite it.
-    parent: Option<TokenSet>,
-}
-
-/// Critical sections behind these std mutexes only swap small values; a poisoned lock still
-/// holds a consistent one.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(crate) use slot::{ActiveToken, PublishedToken};
+use slot::{bearer_header, KeySlot, KeyState};
 
 /// Settings of a [`TokenManager`].
 #[derive(Clone)]
 pub(crate) struct ManagerConfig {
-    pub(crate) leeway: Duration,
-    pub(crate) rejection_cooldown: Duration,
+    pub(crate) leeway: std::time::Duration,
+    pub(crate) rejection_cooldown: std::time::Duration,
     pub(crate) on_event: Option<EventHook>,
-    /// Tokens for a key whose store record is empty on the first load (a first run).
+    /// Tokens for a key whose store never held a record (a first run).
     pub(crate) initial: Option<(TokenKey, TokenSet)>,
+    /// Whether stored records bound to no authorization server are used.
+    pub(crate) accept_unbound: bool,
+}
+
+/// What a run is asked to do.
+#[derive(Debug)]
+pub(super) struct Order {
+    intent: Intent,
+    /// The token the caller sent or saw.
+    seen: Option<Revision>,
+    /// New tokens, for [`Intent::Set`].
+    tokens: Option<TokenSet>,
+}
+
+impl Order {
+    fn new(intent: Intent) -> Self {
+        Self {
+            intent,
+            seen: None,
+            tokens: None,
+        }
+    }
 }
 
 struct Inner {
     store: Arc<dyn TokenStore>,
     refresher: Arc<dyn TokenRefresher>,
     config: ManagerConfig,
+    rules: Rules,
     keys: RwLock<HashMap<TokenKey, Arc<KeySlot>>>,
     /// The first key ever used, read without the map's lock: most clients use one key, and
     /// the map's reader count is a cache line every request on every core would write.
     first: OnceLock<Arc<KeySlot>>,
     next_flight_id: AtomicU64,
-    /// What the token sets of this manager are bound to (D15); see `TokenSet::issued_for`.
-    /// One string shared by every token set of the manager.
-    binding: Option<Arc<str>>,
-    /// `initial` is used at most once per manager: never to resurrect a logged-out key.
-    initial_used: std::sync::atomic::AtomicBool,
+    /// The initial tokens were used, or a record was seen: they are never used again.
+    initial_used: AtomicBool,
 }
 
 /// Holds every key's tokens and runs their refreshes; shared by the middleware and the
 /// application.
 ///
 /// Get it from [`TokenRefreshMiddleware::manager`](crate::TokenRefreshMiddleware::manager) to
-/// supply tokens after a login ([`set_tokens`](Self::set_tokens)), read them, or forget them.
-/// Cloning is cheap; clones share everything.
+/// supply tokens after a login ([`set_tokens`](Self::set_tokens)), read them, log a key out
+/// ([`clear`](Self::clear), [`revoke`](Self::revoke)). Cloning is cheap; clones share
+/// everything.
 ///
-/// Refreshes run as tasks on the Tokio runtime of the request that started them; keep that
-/// runtime alive while requests are in flight (a runtime dropped mid-refresh cancels it).
+/// Every change runs as a task on the Tokio runtime of the call that started it, and finishes
+/// even if the caller stops waiting; keep that runtime alive while requests are in flight (a
+/// runtime dropped mid-refresh cancels it).
 #[derive(Clone)]
 pub struct TokenManager {
     inner: Arc<Inner>,
@@ -280,17 +105,22 @@ impl TokenManager {
         refresher: Arc<dyn TokenRefresher>,
         config: ManagerConfig,
     ) -> Self {
-        let binding = refresher.issuer_binding().map(Arc::from);
+        let rules = Rules {
+            leeway: config.leeway,
+            binding: refresher.issuer_binding().map(Arc::from),
+            accept_unbound: config.accept_unbound,
+            can_mint: refresher.obtains_without_tokens(),
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 refresher,
                 config,
-                binding,
+                rules,
                 keys: RwLock::new(HashMap::new()),
                 first: OnceLock::new(),
                 next_flight_id: AtomicU64::new(0),
-                initial_used: std::sync::atomic::AtomicBool::new(false),
+                initial_used: AtomicBool::new(false),
             }),
         }
     }
@@ -298,100 +128,62 @@ impl TokenManager {
     /// Supplies fresh tokens for `key`, e.g. after the user logged in again. Ends a
     /// "re-authorization required" state without rebuilding the client.
     ///
-    /// The set is given the next generation, saved to the store under its cross-process lock
+    /// The set gets a new revision and generation, is bound to this middleware's authorization
+    /// server, saved to the store under its cross-process lock (replacing whatever was there)
     /// and published. If saving fails the tokens are still used from memory, the save is
     /// retried in the background, and the error is returned.
     pub async fn set_tokens(&self, key: &TokenKey, tokens: TokenSet) -> Result<(), Error> {
         bearer_header(&tokens)?;
-        let slot = self.inner.slot(key);
-        let _writer = slot.writer.lock().await;
-        let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
-        let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
-        let stored_generation = stored.as_ref().map(TokenSet::generation);
-        let memory_generation = slot.state.load().generation();
-        let generation = stored_generation
-            .max(memory_generation)
-            .unwrap_or(0)
-            .saturating_add(1);
-        let tokens = tokens
-            .with_generation(generation)
-            .with_issued_for(self.inner.binding.clone());
-        let active = ActiveToken::new(tokens, self.inner.config.leeway)?;
-        *lock(&slot.backoff) = None;
-        let saved = self
-            .inner
-            .save(&slot.key, &active.tokens, stored_generation)
-            .await;
-        match saved {
-            Ok(SaveOutcome::Saved) => {
-                slot.set_unsaved(None);
-                slot.publish(active);
-                Ok(())
-            }
-            Ok(SaveOutcome::Conflict { .. }) => Err(Error::Store(StoreError::new(
-                StoreErrorKind::Other,
-                "the store changed while it was locked; tokens not set",
-            ))),
-            Err(error) => {
-                slot.set_unsaved(Some(Unsaved {
-                    generation,
-                    parent: stored,
-                }));
-                slot.publish(active);
-                self.inner.retry_save_later(&slot, generation);
-                Err(Error::Store(error))
-            }
-        }
+        let order = Order {
+            tokens: Some(tokens),
+            ..Order::new(Intent::Set)
+        };
+        self.inner.detached(key, order).await.map(drop)
     }
 
-    /// The token set in use for `key`, loading it from the store if needed. No refresh is made.
+    /// The token set in use for `key`, reading the store if this process has not yet; `None`
+    /// when the key has no tokens (never had, or its grant ended). No refresh is made.
     pub async fn tokens(&self, key: &TokenKey) -> Result<Option<TokenSet>, Error> {
-        let state = self.inner.slot(key).state.load_full();
-        match &*state {
-            KeyState::Unloaded => self.inner.store.load(key).await.map_err(Error::Store),
-            KeyState::Active(token) => Ok(Some(token.tokens.clone())),
-            KeyState::Reauthorize { .. } => Ok(None),
+        let state = self.inner.slot(key).state();
+        match &**state {
+            KeyState::Active(token) => Ok(Some(token.tokens().clone())),
+            KeyState::Unusable(_) => Ok(None),
+            KeyState::Unloaded => match self.inner.store.load(key).await.map_err(Error::Store)? {
+                // What a run would adopt; another server's tokens are not ours to show.
+                Some(record) if policy::refusal_to_hold(&record, &self.inner.rules).is_none() => {
+                    Ok(record.tokens().cloned())
+                }
+                _ => Ok(None),
+            },
         }
     }
 
-    /// Forgets `key`'s tokens in memory and in the store (after logout, for instance). An
-    /// in-flight refresh finishes first, so its rotated token cannot reappear; other processes
-    /// sharing the store see the key as needing re-authorization.
+    /// Logs `key` out without telling the authorization server: waits for an in-flight
+    /// refresh, then records in the store that the key needs a new login (so no process, now
+    /// or in a later run, uses its tokens or falls back to initial tokens). Tokens issued for
+    /// another server are left alone ([`Error::ForeignTokens`]).
     pub async fn clear(&self, key: &TokenKey) -> Result<(), Error> {
-        let slot = self.inner.slot(key);
-        let _writer = slot.writer.lock().await;
-        let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
-        slot.set_unsaved(None);
-        self.inner.store.clear(key).await.map_err(Error::Store)?;
-        slot.state.store(Arc::new(KeyState::Unloaded));
-        Ok(())
+        self.inner
+            .detached(key, Order::new(Intent::Clear))
+            .await
+            .map(drop)
     }
 
     /// Logs `key` out (RFC 7009): waits for an in-flight refresh, revokes the newest refresh
     /// token (or the access token when there is none) at the grant's revocation endpoint,
-    /// then forgets the tokens in memory and in the store. They are never sent again.
+    /// then records in the store that the key needs a new login. They are never sent again.
     ///
-    /// If the server cannot revoke now (a transient error such as 503), nothing is forgotten
-    /// and the error is returned: the token still exists (RFC 7009 §2.2.1), so call again later.
-    /// Without a configured revocation endpoint this is the same as [`clear`](Self::clear).
+    /// Once the server has answered, the logout completes even if the caller stops waiting. If
+    /// the server cannot revoke now (a transient error such as 503), nothing is forgotten and
+    /// the error is returned: the token still exists (RFC 7009 §2.2.1), so call again later.
+    /// Tokens issued for another server are neither sent nor forgotten
+    /// ([`Error::ForeignTokens`]). Without a configured revocation endpoint this is the same as
+    /// [`clear`](Self::clear).
     pub async fn revoke(&self, key: &TokenKey) -> Result<(), Error> {
-        let slot = self.inner.slot(key);
-        let _writer = slot.writer.lock().await;
-        let _lock = self.inner.store.lock(key).await.map_err(Error::Store)?;
-        let stored = self.inner.store.load(key).await.map_err(Error::Store)?;
-        let memory = slot.token().map(|token| token.tokens.clone());
-        // The newest set: memory when its save is still pending, else the store.
-        let unsaved = memory
-            .as_ref()
-            .filter(|tokens| slot.unsaved(tokens.generation()).is_some());
-        let newest = unsaved.cloned().or(stored).or(memory);
-        if let Some(tokens) = &newest {
-            self.inner.refresher.revoke(key, tokens).await?;
-        }
-        slot.set_unsaved(None);
-        self.inner.store.clear(key).await.map_err(Error::Store)?;
-        slot.state.store(Arc::new(KeyState::Unloaded));
-        Ok(())
+        self.inner
+            .detached(key, Order::new(Intent::Revoke))
+            .await
+            .map(drop)
     }
 
     /// The hot path: the key's current token, if it is loaded and not due (no lock, no await).
@@ -405,42 +197,26 @@ impl TokenManager {
             return Ok(token);
         }
         let slot = self.inner.slot(key);
-        let state = slot.state.load_full();
-        let current = match &*state {
+        let current = match &**slot.state() {
             KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
-                return Ok(PublishedToken(state));
+                return slot.token().ok_or(Error::RefreshAborted);
             }
-            KeyState::Active(_) => Some(PublishedToken(Arc::clone(&state))),
-            KeyState::Reauthorize { error, since } => {
-                if since.elapsed() < REAUTHORIZATION_RECHECK {
-                    return Err(Error::clone(error));
-                }
-                // Look at the store again (no token call): the user may have logged in
-                // through another process. Only one caller swaps the state back.
-                let previous = slot
-                    .state
-                    .compare_and_swap(&state, Arc::new(KeyState::Unloaded));
-                if !Arc::ptr_eq(&previous, &state) {
-                    return Box::pin(self.token_for_request(key)).await;
-                }
-                None
+            KeyState::Active(_) => slot.token(),
+            KeyState::Unusable(unusable) if !policy::recheck_due(unusable.since, Instant::now()) => {
+                return Err(unusable.error.clone());
             }
-            KeyState::Unloaded => None,
+            _ => None,
         };
-        let seen = current.as_ref().map(|token| token.seen());
-        match self.inner.fly(&slot, seen, Trigger::Due).await {
-            Ok(token) => Ok(token),
-            // A proactive refresh that failed for a passing reason does not stop a token that
-            // is still valid.
-            Err(error) => match current {
-                Some(token)
-                    if !error.is_reauthorization_required()
-                        && !token.tokens.is_expired_at(SystemTime::now()) =>
-                {
-                    Ok(token)
-                }
-                _ => Err(error),
-            },
+        let seen = current.as_ref().map(|token| token.revision().clone());
+        let outcome = self.inner.fly_patiently(&slot, seen, Intent::Send).await;
+        match (outcome, current) {
+            (Ok(token), _) => Ok(token),
+            (Err(error), Some(token))
+                if policy::send_anyway(token.tokens(), &error, SystemTime::now()) =>
+            {
+                Ok(token)
+            }
+            (Err(error), _) => Err(error),
         }
     }
 
@@ -452,17 +228,12 @@ impl TokenManager {
         rejected: &ActiveToken,
     ) -> Result<Option<PublishedToken>, Error> {
         let slot = self.inner.slot(key);
-        let rejected = rejected.seen();
-        if let Some(token) = slot.token() {
-            if !token.is(Some(&rejected)) {
-                return Ok(Some(token));
-            }
-        }
+        let rejected = rejected.revision().clone();
         let token = self
             .inner
-            .fly(&slot, Some(rejected.clone()), Trigger::Rejected)
+            .fly_patiently(&slot, Some(rejected.clone()), Intent::Replace)
             .await?;
-        Ok((!token.is(Some(&rejected))).then_some(token))
+        Ok((token.revision() != &rejected).then_some(token))
     }
 }
 
@@ -471,10 +242,10 @@ impl Inner {
     /// lock without cloning the slot (one reference count: the state's).
     fn current_token(&self, key: &TokenKey) -> Option<PublishedToken> {
         let usable = |slot: &KeySlot| {
-            let state = slot.state.load();
+            let state = slot.state();
             match &**state {
                 KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
-                    Some(PublishedToken(arc_swap::Guard::into_inner(state)))
+                    PublishedToken::from_state(arc_swap::Guard::into_inner(state))
                 }
                 _ => None,
             }
@@ -500,5 +271,39 @@ impl Inner {
         // Slots are never removed from the map, so the first one stays valid for good.
         self.first.get_or_init(|| Arc::clone(&slot));
         slot
+    }
+
+    /// Joins or starts the key's flight; if refreshes are held back for a short while after a
+    /// failure, waits for the next attempt once instead of failing at once.
+    async fn fly_patiently(
+        self: &Arc<Self>,
+        slot: &Arc<KeySlot>,
+        seen: Option<Revision>,
+        intent: Intent,
+    ) -> Result<PublishedToken, Error> {
+        match self.fly(slot, seen.clone(), intent).await {
+            Err(error) => match policy::wait_for_retry(&error) {
+                Some(pause) => {
+                    tokio::time::sleep(pause).await;
+                    self.fly(slot, seen, intent).await
+                }
+                None => Err(error),
+            },
+            outcome => outcome,
+        }
+    }
+
+    /// Runs `order` for `key` in a task of its own, which finishes even if the caller stops
+    /// waiting (a revocation the server accepted is always followed by the logout).
+    async fn detached(self: &Arc<Self>, key: &TokenKey, order: Order) -> Result<Option<PublishedToken>, Error> {
+        let inner = Arc::clone(self);
+        let slot = self.slot(key);
+        tokio::spawn(async move { inner.run(&slot, order).await })
+            .await
+            .unwrap_or(Err(Error::RefreshAborted))
+    }
+
+    fn emit(&self, event: Event) {
+        emit(self.config.on_event.as_ref(), event);
     }
 }

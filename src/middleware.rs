@@ -41,6 +41,7 @@ impl TokenRefreshMiddleware {
             rejection: Arc::new(DefaultTokenRejection),
             default_key: TokenKey::default(),
             initial_tokens: None,
+            accept_unbound: false,
             leeway: Duration::from_secs(60),
             rejection_cooldown: Duration::from_secs(10),
             on_event: None,
@@ -148,7 +149,13 @@ impl TokenRefreshMiddleware {
                 return Ok(response);
             }
             let Some(replay) = replay else {
+                // The request cannot be sent again, but the next one must not carry the
+                // rejected token: refresh now (shared with any other caller), then hand the
+                // rejection back.
                 log::debug!(%key, "token rejected; request body cannot be replayed");
+                if let Err(error) = self.manager.token_after_rejection(&key, &token).await {
+                    log::debug!(%key, %error, "refresh after a rejected streaming request failed");
+                }
                 return Ok(response);
             };
             Box::pin(self.replay(&key, &token, replay, response, extensions, next)).await
@@ -215,6 +222,7 @@ pub struct TokenRefreshMiddlewareBuilder {
     rejection: Arc<dyn TokenRejection>,
     default_key: TokenKey,
     initial_tokens: Option<TokenSet>,
+    accept_unbound: bool,
     leeway: Duration,
     rejection_cooldown: Duration,
     on_event: Option<EventHook>,
@@ -241,9 +249,22 @@ impl TokenRefreshMiddlewareBuilder {
         self
     }
 
-    /// Tokens to start the default key with when the store holds none (a first run).
+    /// Tokens to start the default key with on a first run: used only if the store never held
+    /// a record for the key. Once they were rotated, or the key was logged out or its grant
+    /// died, the store remembers it, and they are never used again (their refresh token is
+    /// consumed; servers with reuse detection would revoke the grant).
     pub fn initial_tokens(mut self, tokens: TokenSet) -> Self {
         self.initial_tokens = Some(tokens);
+        self
+    }
+
+    /// Uses stored token sets that record no authorization server (written to the store by
+    /// other means, with no [`TokenSet::with_issued_for`]), binding them to this middleware's
+    /// server on their next save. Off by default: such a set's refresh token could belong to
+    /// any server, and sending it to the wrong one leaks it. Turn it on only when nothing but
+    /// your own tools write to the store.
+    pub fn accept_unbound_tokens(mut self) -> Self {
+        self.accept_unbound = true;
         self
     }
 
@@ -312,6 +333,7 @@ impl TokenRefreshMiddlewareBuilder {
             initial: self
                 .initial_tokens
                 .map(|tokens| (self.default_key.clone(), tokens)),
+            accept_unbound: self.accept_unbound,
         };
         Ok(TokenRefreshMiddleware {
             manager: TokenManager::new(store, self.refresher, config),

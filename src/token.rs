@@ -5,6 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InvalidResponse;
+use crate::grant::is_b64token;
+use crate::revision::Revision;
 use crate::secret::{AccessToken, RefreshToken};
 
 /// The longest lifetime believed from `expires_in`; larger values are clamped (no overflow).
@@ -12,55 +15,88 @@ pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60
 
 /// The tokens held for one key: what the middleware sends, and what it refreshes with.
 ///
-/// It is persisted as JSON with data fields only:
+/// It is persisted as JSON with data fields only (times are unix seconds, to the microsecond):
 ///
 /// ```json
-/// {"access_token":"…","refresh_token":"…","token_type":"Bearer","expires_at":1767225600,
-///  "issued_at":1767222000,"scope":"read","generation":7}
+/// {"access_token":"…","refresh_token":"…","token_type":"Bearer","expires_at":1767225600.25,
+///  "issued_at":1767222000.25,"scope":"read","issued_for":"https://auth.example.com/token my-client",
+///  "generation":7,"revision":"9f2c…"}
 /// ```
 ///
-/// `generation` grows by one on every change (refresh, rotation, new tokens supplied by the
-/// application). Stores use it as the version for their conditional writes, and the middleware
-/// uses it to tell a late 401 for an old token from a 401 for the current one.
+/// `revision` identifies the set: every set the middleware makes gets a new random one, and
+/// stores write conditionally on it (see [`Revision`]). `generation` counts the changes of the
+/// key's tokens (refresh, rotation, new login), for events and logs.
 ///
 /// `Debug` never prints the tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredTokenSet")]
 pub struct TokenSet {
     access_token: AccessToken,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<RefreshToken>,
     token_type: String,
-    #[serde(
-        default,
-        with = "unix_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "unix_time", skip_serializing_if = "Option::is_none")]
     expires_at: Option<SystemTime>,
-    #[serde(
-        default,
-        with = "unix_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "unix_time", skip_serializing_if = "Option::is_none")]
     issued_at: Option<SystemTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
-    #[serde(
-        default,
-        with = "unix_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "unix_time", skip_serializing_if = "Option::is_none")]
     refresh_expires_at: Option<SystemTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_for: Option<Arc<str>>,
+    generation: u64,
+    revision: Revision,
+}
+
+/// A token set as read from a store: records written before revisions existed have none.
+#[derive(Deserialize)]
+struct StoredTokenSet {
+    access_token: AccessToken,
+    #[serde(default)]
+    refresh_token: Option<RefreshToken>,
+    token_type: String,
+    #[serde(default, with = "unix_time")]
+    expires_at: Option<SystemTime>,
+    #[serde(default, with = "unix_time")]
+    issued_at: Option<SystemTime>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default, with = "unix_time")]
+    refresh_expires_at: Option<SystemTime>,
+    #[serde(default)]
     issued_for: Option<Arc<str>>,
     #[serde(default)]
     generation: u64,
+    #[serde(default)]
+    revision: Option<Revision>,
+}
+
+impl From<StoredTokenSet> for TokenSet {
+    fn from(stored: StoredTokenSet) -> Self {
+        Self {
+            access_token: stored.access_token,
+            refresh_token: stored.refresh_token,
+            token_type: stored.token_type,
+            expires_at: stored.expires_at,
+            issued_at: stored.issued_at,
+            scope: stored.scope,
+            refresh_expires_at: stored.refresh_expires_at,
+            issued_for: stored.issued_for,
+            generation: stored.generation,
+            revision: stored
+                .revision
+                .unwrap_or_else(|| Revision::legacy(stored.generation)),
+        }
+    }
 }
 
 impl TokenSet {
-    /// A token set holding only an access token of unknown lifetime.
+    /// A token set holding only an access token of unknown lifetime, with a new revision.
     ///
-    /// Add the rest with the `with_*` methods. The generation is assigned when the set is handed
-    /// to [`TokenManager::set_tokens`](crate::TokenManager::set_tokens).
+    /// Add the rest with the `with_*` methods. The middleware gives the set its own generation
+    /// and revision when it is handed to
+    /// [`TokenManager::set_tokens`](crate::TokenManager::set_tokens).
     pub fn new(access_token: AccessToken) -> Self {
         Self {
             access_token,
@@ -72,6 +108,7 @@ impl TokenSet {
             refresh_expires_at: None,
             issued_for: None,
             generation: 0,
+            revision: Revision::random(),
         }
     }
 
@@ -83,7 +120,7 @@ impl TokenSet {
 
     /// Sets the absolute expiry of the access token.
     pub fn with_expires_at(mut self, expires_at: SystemTime) -> Self {
-        self.expires_at = Some(expires_at);
+        self.expires_at = Some(to_micros(expires_at));
         self
     }
 
@@ -94,7 +131,7 @@ impl TokenSet {
 
     /// Sets when the refresh token expires, if the server told it.
     pub fn with_refresh_expires_at(mut self, expires_at: SystemTime) -> Self {
-        self.refresh_expires_at = Some(expires_at);
+        self.refresh_expires_at = Some(to_micros(expires_at));
         self
     }
 
@@ -106,18 +143,33 @@ impl TokenSet {
 
     pub(crate) fn with_lifetime_from(mut self, issued_at: SystemTime, lifetime: Duration) -> Self {
         let lifetime = lifetime.min(MAX_LIFETIME);
+        let issued_at = to_micros(issued_at);
         self.issued_at = Some(issued_at);
-        self.expires_at = issued_at.checked_add(lifetime);
+        self.expires_at = issued_at.checked_add(lifetime).map(to_micros);
         self
     }
 
-    pub(crate) fn with_generation(mut self, generation: u64) -> Self {
-        self.generation = generation;
-        self
+    /// Records which authorization server and client the tokens were issued by: the
+    /// [`TokenRefresher::issuer_binding`](crate::TokenRefresher::issuer_binding) of the grant
+    /// that will refresh them (for the built-in grants, `"<token endpoint> <client id>"`).
+    ///
+    /// Only needed for sets written to a store by other means than the middleware (a login
+    /// tool, a migration): [`set_tokens`](crate::TokenManager::set_tokens) binds the sets it is
+    /// given. A middleware refuses stored tokens bound to another server, and by default tokens
+    /// bound to none, so that a refresh token never reaches a server that did not issue it.
+    pub fn with_issued_for(self, binding: impl Into<String>) -> Self {
+        self.bound_to(Some(Arc::from(binding.into())))
     }
 
-    pub(crate) fn with_issued_for(mut self, issued_for: Option<Arc<str>>) -> Self {
+    pub(crate) fn bound_to(mut self, issued_for: Option<Arc<str>>) -> Self {
         self.issued_for = issued_for;
+        self
+    }
+
+    /// This set as a new record: `generation` and a new revision.
+    pub(crate) fn renewed(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self.revision = Revision::random();
         self
     }
 
@@ -158,15 +210,28 @@ impl TokenSet {
     }
 
     /// Which authorization server and client the set belongs to (`<token endpoint> <client
-    /// id>`), recorded by the middleware (D15). A middleware configured for another never
-    /// adopts the set, so a refresh token is never sent to a server that did not issue it.
+    /// id>` for the built-in grants), recorded by the middleware or by
+    /// [`with_issued_for`](Self::with_issued_for). A middleware configured for another server
+    /// never uses, revokes or replaces the set.
     pub fn issued_for(&self) -> Option<&str> {
         self.issued_for.as_deref()
     }
 
-    /// The version of this set; grows by one on every change.
+    /// How many times the key's tokens changed before this set (a counter for events and
+    /// logs; stores compare the [`revision`](Self::revision)).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The set's identity, which conditional saves compare.
+    pub fn revision(&self) -> &Revision {
+        &self.revision
+    }
+
+    /// Whether a proactive refresh is due at `now` with `leeway` (see
+    /// [`refresh_due_at`](Self::refresh_due_at)).
+    pub(crate) fn is_due(&self, leeway: Duration, now: SystemTime) -> bool {
+        self.refresh_due_at(leeway).is_some_and(|due| now >= due)
     }
 
     /// Whether the access token has expired at `now`.
@@ -195,7 +260,7 @@ impl TokenSet {
     pub(crate) fn next(&self, response: TokenResponse, sent_at: SystemTime) -> TokenSet {
         let mut next =
             TokenSet::from_response(response, sent_at, self.generation.saturating_add(1))
-                .with_issued_for(self.issued_for.clone());
+                .bound_to(self.issued_for.clone());
         if next.refresh_token.is_none() {
             // The old refresh token is kept, with its expiry unless the server gave a new one.
             next.refresh_token = self.refresh_token.clone();
@@ -208,11 +273,10 @@ impl TokenSet {
     /// The set after a rotation whose access token was unusable: the new refresh token, the
     /// old access token marked expired (so the next request refreshes, after any backoff).
     pub(crate) fn with_rotated_refresh_token(&self, refresh_token: RefreshToken) -> TokenSet {
-        let mut next = self.clone();
+        let mut next = self.clone().renewed(self.generation.saturating_add(1));
         next.refresh_token = Some(refresh_token);
         next.refresh_expires_at = None;
         next.expires_at = Some(UNIX_EPOCH);
-        next.generation = self.generation.saturating_add(1);
         next
     }
 
@@ -227,7 +291,8 @@ impl TokenSet {
         set.scope = response.scope;
         set.refresh_expires_at = response
             .refresh_expires_in
-            .and_then(|lifetime| sent_at.checked_add(lifetime.min(MAX_LIFETIME)));
+            .and_then(|lifetime| sent_at.checked_add(lifetime.min(MAX_LIFETIME)))
+            .map(to_micros);
         if let Some(lifetime) = response.expires_in {
             set = set.with_lifetime_from(sent_at, lifetime);
         }
@@ -236,11 +301,24 @@ impl TokenSet {
     }
 }
 
-/// A successful token-endpoint response (RFC 6749 §5.1), already validated.
+/// A successful token-endpoint response (RFC 6749 §5.1).
 ///
-/// Built by [`TokenRefresher`](crate::TokenRefresher) implementations; the manager merges it into
-/// the current [`TokenSet`] (keeping the old refresh token when none is returned).
+/// Returned by [`TokenRefresher`](crate::TokenRefresher) implementations; the middleware checks
+/// it (an access token that cannot go in a header is refused) and merges it into the current
+/// [`TokenSet`], keeping the old refresh token when none is returned. If the response is refused
+/// but carries a new refresh token, that token is still kept: the server consumed the old one.
+///
+/// ```
+/// use std::time::Duration;
+/// use reqwest_token_refresh::{AccessToken, RefreshToken, TokenResponse};
+///
+/// let response = TokenResponse::new(AccessToken::new("eyJhbGciOi…"))
+///     .with_refresh_token(RefreshToken::new("8xLOxBtZp8"))
+///     .with_expires_in(Duration::from_secs(3600));
+/// assert_eq!(response.expires_in, Some(Duration::from_secs(3600)));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TokenResponse {
     /// The new access token.
     pub access_token: AccessToken,
@@ -253,28 +331,101 @@ pub struct TokenResponse {
     /// The refresh token's lifetime, when the server told it (`refresh_expires_in` or
     /// `refresh_token_expires_in`, extensions of Keycloak, GitHub and others).
     pub refresh_expires_in: Option<Duration>,
+    /// Set by the built-in parser when the answer cannot be used (but did rotate).
+    pub(crate) unusable: Option<InvalidResponse>,
 }
 
-mod unix_seconds {
+impl TokenResponse {
+    /// A response carrying `access_token` and nothing else.
+    pub fn new(access_token: AccessToken) -> Self {
+        Self {
+            access_token,
+            refresh_token: None,
+            expires_in: None,
+            scope: None,
+            refresh_expires_in: None,
+            unusable: None,
+        }
+    }
+
+    /// Sets the new refresh token (the server rotated it).
+    #[must_use]
+    pub fn with_refresh_token(mut self, refresh_token: RefreshToken) -> Self {
+        self.refresh_token = Some(refresh_token);
+        self
+    }
+
+    /// Sets the access token's lifetime (`expires_in`).
+    #[must_use]
+    pub fn with_expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_in = Some(lifetime);
+        self
+    }
+
+    /// Sets the granted scope.
+    #[must_use]
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Sets the refresh token's lifetime.
+    #[must_use]
+    pub fn with_refresh_expires_in(mut self, lifetime: Duration) -> Self {
+        self.refresh_expires_in = Some(lifetime);
+        self
+    }
+
+    /// Whether the response can be used: the parser found nothing wrong, and the access token
+    /// fits an `Authorization` header (RFC 6750 `b64token`).
+    pub(crate) fn check(&self) -> Result<(), InvalidResponse> {
+        if let Some(problem) = &self.unusable {
+            return Err(problem.clone());
+        }
+        if !is_b64token(self.access_token.secret()) {
+            return Err(InvalidResponse::MalformedAccessToken);
+        }
+        Ok(())
+    }
+}
+
+/// `time` to the microsecond: what a store keeps, so a set reads back equal to itself.
+fn to_micros(time: SystemTime) -> SystemTime {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(elapsed) => UNIX_EPOCH + Duration::from_micros(elapsed.as_micros() as u64),
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+/// Times as unix seconds with a fraction to the microsecond (records written with whole
+/// seconds still read).
+pub(crate) mod unix_time {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         value: &Option<SystemTime>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        let seconds = value
+        let micros = value
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |elapsed| elapsed.as_secs());
-        serializer.serialize_u64(seconds)
+            .map_or(0, |elapsed| elapsed.as_micros() as u64);
+        if micros % 1_000_000 == 0 {
+            serializer.serialize_u64(micros / 1_000_000)
+        } else {
+            // Exact enough: below 2^53 microseconds (year 2255), the nearest f64 rounds back.
+            serializer.serialize_f64(micros as f64 / 1e6)
+        }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<SystemTime>, D::Error> {
-        let seconds = Option::<u64>::deserialize(deserializer)?;
-        Ok(seconds.and_then(|seconds| UNIX_EPOCH.checked_add(Duration::from_secs(seconds))))
+        let seconds = Option::<f64>::deserialize(deserializer)?;
+        Ok(seconds
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e11)
+            .map(|seconds| UNIX_EPOCH + Duration::from_micros((seconds * 1e6).round() as u64)))
     }
 }
 
@@ -283,12 +434,11 @@ mod tests {
     use super::*;
 
     fn response(refresh: Option<&str>) -> TokenResponse {
-        TokenResponse {
-            access_token: AccessToken::new("at-2"),
-            refresh_token: refresh.map(RefreshToken::new),
-            expires_in: Some(Duration::from_secs(3600)),
-            scope: None,
-            refresh_expires_in: None,
+        let response = TokenResponse::new(AccessToken::new("at-2"))
+            .with_expires_in(Duration::from_secs(3600));
+        match refresh {
+            Some(refresh) => response.with_refresh_token(RefreshToken::new(refresh)),
+            None => response,
         }
     }
 
@@ -296,7 +446,7 @@ mod tests {
         TokenSet::new(AccessToken::new("at-1"))
             .with_refresh_token(RefreshToken::new("rt-1"))
             .with_scope("read write")
-            .with_generation(4)
+            .renewed(4)
     }
 
     #[test]
@@ -388,6 +538,35 @@ mod tests {
         let json = serde_json::to_string(&set).unwrap();
         let back: TokenSet = serde_json::from_str(&json).unwrap();
         assert_eq!(back, set);
+    }
+
+    #[test]
+    fn times_keep_microseconds_and_whole_seconds_still_read() {
+        let at = UNIX_EPOCH + Duration::from_nanos(1_767_225_600_123_456_789);
+        let set = TokenSet::new(AccessToken::new("a")).with_expires_at(at);
+        let json = serde_json::to_value(&set).unwrap();
+        assert_eq!(json["expires_at"], 1_767_225_600.123_456);
+        let back: TokenSet = serde_json::from_value(json).unwrap();
+        assert_eq!(back, set);
+        let old: TokenSet = serde_json::from_str(
+            r#"{"access_token":"a","token_type":"Bearer","expires_at":1767225600}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.expires_at(),
+            Some(UNIX_EPOCH + Duration::from_secs(1_767_225_600))
+        );
+    }
+
+    #[test]
+    fn each_new_set_has_its_own_revision() {
+        let one = current();
+        let next = one.next(response(Some("rt-2")), SystemTime::now());
+        assert_ne!(one.revision(), next.revision());
+        assert_ne!(
+            TokenSet::new(AccessToken::new("a")).revision(),
+            TokenSet::new(AccessToken::new("a")).revision()
+        );
     }
 
     #[test]

@@ -61,8 +61,8 @@ impl OAuthClient {
         secret: &str,
     ) -> Result<TokenResponse, Error> {
         let request = self.post(&self.token_endpoint, form);
-        let (status, body) = endpoint::send(request, self.max_response_bytes).await?;
-        response::classify(key, status, &body, &[secret, self.client_secret()])
+        let answer = endpoint::send(request, self.max_response_bytes).await?;
+        response::classify(key, &answer, &[secret, self.client_secret()])
     }
 
     /// Revokes `token` at the revocation endpoint (RFC 7009 §2.1). A 200 means revoked, also
@@ -77,15 +77,19 @@ impl OAuthClient {
             return Ok(());
         };
         let form = vec![("token", token), ("token_type_hint", hint)];
-        let (status, body) = endpoint::send(self.post(url, form), self.max_response_bytes).await?;
+        let answer = endpoint::send(self.post(url, form), self.max_response_bytes).await?;
+        let status = answer.status;
         if status.is_success() {
             return Ok(());
         }
         if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-            return Err(Error::Transient(TransientError::Status(status)));
+            return Err(Error::Transient(TransientError::Status {
+                status,
+                retry_after: answer.retry_after,
+            }));
         }
         // An error body classifies like a token-endpoint error; anything else is unknown.
-        match response::classify(key, status, &body, &[token, self.client_secret()]) {
+        match response::classify(key, &answer, &[token, self.client_secret()]) {
             Err(error) => Err(error),
             Ok(_) => Ok(()),
         }

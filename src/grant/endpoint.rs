@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 use reqwest::Url;
 
+use super::response::Answer;
 use crate::error::{ConfigError, Error, InvalidResponse, TransientError};
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3).
@@ -80,15 +80,32 @@ pub(crate) fn check_secure(url: &Url, allow_http_loopback: bool) -> Result<(), C
 }
 
 /// A URL fit for an error message: any `user:password@` part is replaced.
+///
+/// Works on the text as given, parsable or not, however the slashes after the scheme are
+/// written: URL parsers read `https:/user:pw@host` and `https:user:pw@host` as carrying
+/// credentials too.
 pub(crate) fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once(':') {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+    let authority = rest.trim_start_matches(['/', '\\']);
+    let lead = &rest[..rest.len() - authority.len()];
+    let authority_end = authority.find(['/', '?', '#', '\\']).unwrap_or(authority.len());
+    match authority[..authority_end].rfind('@') {
+        Some(at) => {
+            let scheme = scheme.map(|scheme| format!("{scheme}:")).unwrap_or_default();
+            format!("{scheme}{lead}[redacted]@{}", &authority[at + 1..])
+        }
         None => url.to_owned(),
     }
+}
+
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Whether `url` carries credentials (`user[:password]@` before the host).
@@ -106,12 +123,10 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// Sends a token request and reads at most `limit` bytes of the answer.
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    limit: usize,
-) -> Result<(StatusCode, Vec<u8>), Error> {
+pub(crate) async fn send(request: reqwest::RequestBuilder, limit: usize) -> Result<Answer, Error> {
     let mut response = request.send().await.map_err(transport)?;
     let status = response.status();
+    let retry_after = retry_after(response.headers());
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)
@@ -125,7 +140,26 @@ pub(crate) async fn send(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, body))
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// The longest `Retry-After` believed: a server asking for more is waited on this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` in its delay-seconds form (RFC 9110 §10.2.3); a date or garbage is ignored.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 fn transport(error: reqwest::Error) -> Error {
@@ -152,6 +186,23 @@ mod tests {
             redact_userinfo("https://a.example/p@th"),
             "https://a.example/p@th"
         );
+        for (url, shown) in [
+            (
+                "https:/user:pa55@auth.example.com/token",
+                "https:/[redacted]@auth.example.com/token",
+            ),
+            (
+                "https:user:pa55@auth.example.com",
+                "https:[redacted]@auth.example.com",
+            ),
+            (
+                "https:\\\\user:pa55@auth.example.com/t",
+                "https:\\\\[redacted]@auth.example.com/t",
+            ),
+            ("not a url user:pa55@x", "[redacted]@x"),
+        ] {
+            assert_eq!(redact_userinfo(url), shown, "{url}");
+        }
         let error = EndpointSettings::default()
             .endpoint_url("http://user:pa55@auth.example.com/token")
             .unwrap_err();

@@ -34,13 +34,15 @@ struct RawBody {
 /// Turns a token-endpoint response into tokens or a classified error.
 ///
 /// `secrets` are the values the request carried (refresh token, client secret); they are
-/// redacted from any text kept from the response.
+/// redacted from any text kept from the response. A success whose tokens cannot be used but
+/// which rotated the refresh token is returned as a response marked unusable, so that the new
+/// refresh token is kept (the server consumed the old one).
 pub(crate) fn classify(
     key: &TokenKey,
-    status: StatusCode,
-    body: &[u8],
+    answer: &Answer,
     secrets: &[&str],
 ) -> Result<TokenResponse, Error> {
+    let (status, body) = (answer.status, answer.body.as_slice());
     let parsed = parse_object(body);
     if let Ok(raw) = &parsed {
         if let Some(Value::String(code)) = &raw.error {
@@ -49,11 +51,15 @@ pub(crate) fn classify(
                 _ => None,
             };
             let code = ErrorCode::parse(&sanitize(code, secrets));
-            return Err(oauth_error(key, OAuthError::new(code, description, status)));
+            let error = OAuthError::new(code, description, status);
+            return Err(oauth_error(key, error, answer.retry_after));
         }
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Error::Transient(TransientError::Status(status)));
+        return Err(Error::Transient(TransientError::Status {
+            status,
+            retry_after: answer.retry_after,
+        }));
     }
     if status == StatusCode::UNAUTHORIZED {
         // A 401 from the token endpoint is the client failing to authenticate (RFC 6749 §5.2).
@@ -66,21 +72,31 @@ pub(crate) fn classify(
     }
     let raw = parsed.map_err(Error::InvalidResponse)?;
     // A server that rotated has already consumed the old refresh token: if the rest of the
-    // answer is unusable, the new refresh token must still be kept (INV-1).
+    // answer is unusable, the new refresh token must still reach the manager, which keeps it.
     let rotated = match &raw.refresh_token {
         Some(Value::String(token)) if !token.is_empty() => Some(RefreshToken::new(token.clone())),
         _ => None,
     };
-    success(raw).map_err(|error| match rotated {
-        Some(refresh_token) => Error::UnusableRotation {
-            error,
-            refresh_token,
-        },
-        None => Error::InvalidResponse(error),
+    success(raw, secrets).or_else(|error| match rotated {
+        Some(refresh_token) => {
+            let mut unusable =
+                TokenResponse::new(AccessToken::new("")).with_refresh_token(refresh_token);
+            unusable.unusable = Some(error);
+            Ok(unusable)
+        }
+        None => Err(Error::InvalidResponse(error)),
     })
 }
 
-fn oauth_error(key: &TokenKey, error: OAuthError) -> Error {
+/// What the token endpoint answered.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    /// `Retry-After`, in its delay-seconds form.
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+fn oauth_error(key: &TokenKey, error: OAuthError, retry_after: Option<Duration>) -> Error {
     match error.code() {
         ErrorCode::InvalidGrant => Error::ReauthorizationRequired {
             key: key.clone(),
@@ -93,7 +109,10 @@ fn oauth_error(key: &TokenKey, error: OAuthError) -> Error {
                 || error.status().is_server_error()
                 || error.status() == StatusCode::TOO_MANY_REQUESTS =>
         {
-            Error::Transient(TransientError::Status(error.status()))
+            Error::Transient(TransientError::Status {
+                status: error.status(),
+                retry_after,
+            })
         }
         _ => Error::TokenEndpoint(error),
     }
@@ -116,7 +135,7 @@ fn parse_object(body: &[u8]) -> Result<RawBody, InvalidResponse> {
     })
 }
 
-fn success(raw: RawBody) -> Result<TokenResponse, InvalidResponse> {
+fn success(raw: RawBody, secrets: &[&str]) -> Result<TokenResponse, InvalidResponse> {
     let access_token = match raw.access_token {
         Some(Value::String(token)) if !token.is_empty() => token,
         _ => return Err(InvalidResponse::MissingAccessToken),
@@ -127,7 +146,7 @@ fn success(raw: RawBody) -> Result<TokenResponse, InvalidResponse> {
     match raw.token_type {
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => {}
         Some(Value::String(kind)) => {
-            return Err(InvalidResponse::UnsupportedTokenType(sanitize(&kind, &[])))
+            return Err(InvalidResponse::UnsupportedTokenType(sanitize(&kind, secrets)))
         }
         _ => return Err(InvalidResponse::UnsupportedTokenType(String::new())),
     }
@@ -140,17 +159,16 @@ fn success(raw: RawBody) -> Result<TokenResponse, InvalidResponse> {
         Some(Value::String(scope)) if !scope.is_empty() => Some(scope),
         _ => None,
     };
-    Ok(TokenResponse {
-        access_token: AccessToken::new(access_token),
-        refresh_token,
-        expires_in: raw.expires_in.as_ref().and_then(lifetime),
-        scope,
-        refresh_expires_in: raw
-            .refresh_expires_in
-            .as_ref()
-            .or(raw.refresh_token_expires_in.as_ref())
-            .and_then(lifetime),
-    })
+    let mut response = TokenResponse::new(AccessToken::new(access_token));
+    response.refresh_token = refresh_token;
+    response.expires_in = raw.expires_in.as_ref().and_then(lifetime);
+    response.scope = scope;
+    response.refresh_expires_in = raw
+        .refresh_expires_in
+        .as_ref()
+        .or(raw.refresh_token_expires_in.as_ref())
+        .and_then(lifetime);
+    Ok(response)
 }
 
 /// `expires_in` as a lifetime; anything unusable (negative, zero, not a number) means unknown.
@@ -203,11 +221,18 @@ fn sanitize(text: &str, secrets: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    fn answer(status: u16, body: &[u8]) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+            body: body.to_vec(),
+        }
+    }
+
     fn run(status: u16, body: &str) -> Result<TokenResponse, Error> {
         classify(
             &TokenKey::default(),
-            StatusCode::from_u16(status).unwrap(),
-            body.as_bytes(),
+            &answer(status, body.as_bytes()),
             &["rt-secret", "client-secret"],
         )
     }
@@ -289,13 +314,23 @@ mod tests {
 
     #[test]
     fn inv1_an_unusable_answer_that_rotated_keeps_the_new_refresh_token() {
-        let body = r#"{"access_token":"bad token","token_type":"Bearer","refresh_token":"rt-9"}"#;
-        match run(200, body) {
-            Err(Error::UnusableRotation {
-                error: InvalidResponse::MalformedAccessToken,
-                refresh_token,
-            }) => assert_eq!(refresh_token.secret(), "rt-9"),
-            other => panic!("{other:?}"),
+        for (body, problem) in [
+            (
+                r#"{"access_token":"bad token","token_type":"Bearer","refresh_token":"rt-9"}"#,
+                InvalidResponse::MalformedAccessToken,
+            ),
+            (
+                r#"{"token_type":"Bearer","refresh_token":"rt-9"}"#,
+                InvalidResponse::MissingAccessToken,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"mac","refresh_token":"rt-9"}"#,
+                InvalidResponse::UnsupportedTokenType("mac".into()),
+            ),
+        ] {
+            let response = run(200, body).expect("the rotation reaches the manager");
+            assert_eq!(response.refresh_token.unwrap().secret(), "rt-9");
+            assert_eq!(response.unusable, Some(problem));
         }
     }
 
@@ -399,9 +434,32 @@ mod tests {
             Err(Error::InvalidResponse(_))
         ));
         assert!(matches!(
-            classify(&TokenKey::default(), StatusCode::OK, &[0xff, 0xfe], &[]),
+            classify(&TokenKey::default(), &answer(200, &[0xff, 0xfe]), &[]),
             Err(Error::InvalidResponse(_))
         ));
+    }
+
+    #[test]
+    fn a_token_type_echoing_a_secret_is_redacted() {
+        let body = r#"{"access_token":"a","token_type":"client-secret rt-secret"}"#;
+        match run(200, body) {
+            Err(Error::InvalidResponse(InvalidResponse::UnsupportedTokenType(kind))) => {
+                assert_eq!(kind, "[redacted] [redacted]");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_travels_with_a_transient_status() {
+        let mut busy = answer(503, b"");
+        busy.retry_after = Some(Duration::from_secs(7));
+        match classify(&TokenKey::default(), &busy, &[]) {
+            Err(Error::Transient(error)) => {
+                assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -2,19 +2,22 @@ use async_trait::async_trait;
 
 use super::{MemoryTokenStore, SaveOutcome, StoreError, StoreLock, TokenStore};
 use crate::key::TokenKey;
-use crate::token::TokenSet;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 
-/// A memory store that also tells your code about every token set it saves.
+/// A memory store that also tells your code about every record it saves: each new token set
+/// (refreshes, rotations, logins) and each end of a grant (logout, revocation, `invalid_grant`).
 ///
-/// For applications that keep tokens their own way and only want to hear about rotations. The
+/// For applications that keep tokens their own way and only want to hear about changes. The
 /// callback runs before waiting requests are released, so keep it short and non-blocking
 /// (send to a channel, for instance).
 ///
 /// ```
-/// use reqwest_token_refresh::CallbackTokenStore;
+/// use reqwest_token_refresh::{CallbackTokenStore, TokenRecord};
 ///
-/// let store = CallbackTokenStore::new(|key, tokens| {
-///     println!("key {key} now at generation {}", tokens.generation());
+/// let store = CallbackTokenStore::new(|key, record| match record {
+///     TokenRecord::Tokens(tokens) => println!("{key}: new tokens, generation {}", tokens.generation()),
+///     _ => println!("{key}: needs a new login"),
 /// });
 /// ```
 pub struct CallbackTokenStore<F> {
@@ -24,7 +27,7 @@ pub struct CallbackTokenStore<F> {
 
 impl<F> CallbackTokenStore<F>
 where
-    F: Fn(&TokenKey, &TokenSet) + Send + Sync + 'static,
+    F: Fn(&TokenKey, &TokenRecord) + Send + Sync + 'static,
 {
     /// A store that calls `on_save` after every successful save.
     pub fn new(on_save: F) -> Self {
@@ -46,27 +49,23 @@ impl<F> std::fmt::Debug for CallbackTokenStore<F> {
 #[async_trait]
 impl<F> TokenStore for CallbackTokenStore<F>
 where
-    F: Fn(&TokenKey, &TokenSet) + Send + Sync + 'static,
+    F: Fn(&TokenKey, &TokenRecord) + Send + Sync + 'static,
 {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         self.memory.load(key).await
     }
 
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
-        let outcome = self.memory.save(key, tokens, expected).await?;
+        let outcome = self.memory.save(key, record, expected).await?;
         if outcome == SaveOutcome::Saved {
-            (self.on_save)(key, tokens);
+            (self.on_save)(key, record);
         }
         Ok(outcome)
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        self.memory.clear(key).await
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {

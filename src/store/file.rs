@@ -21,13 +21,15 @@ use tokio::time::Instant;
 
 use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::key::TokenKey;
-use crate::token::TokenSet;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 
 use self::atomic::{WriteError, PRIVATE_MODE};
 use crate::log;
 
-/// The document version this store reads and writes.
-const VERSION: u64 = 1;
+/// The document version this store writes. Version 1 (token sets only, compared by
+/// generation) is still read, and rewritten as version 2 by the next save.
+const VERSION: u64 = 2;
 /// A token file larger than this is not one this store wrote.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,15 +59,18 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
 ///
 /// # The file
 ///
-/// One file holds the token sets of every [`TokenKey`], as a versioned JSON document with data
-/// fields only (the [`TokenSet`] format):
+/// One file holds the [`TokenRecord`] of every [`TokenKey`], as a versioned JSON document with
+/// data fields only (the [`TokenSet`](crate::TokenSet) and [`Ended`](crate::Ended) formats):
 ///
 /// ```json
 /// {
-///   "version": 1,
+///   "version": 2,
 ///   "tokens": {
 ///     "default": {"access_token": "…", "refresh_token": "…", "token_type": "Bearer",
-///                 "expires_at": 1767225600, "issued_at": 1767222000, "generation": 7}
+///                 "expires_at": 1767225600.5, "issued_at": 1767222000.5,
+///                 "issued_for": "https://auth.example.com/oauth/token my-cli",
+///                 "generation": 7, "revision": "3f9a…"},
+///     "bob": {"ended": "logged_out", "ended_at": 1767220000, "generation": 4, "revision": "…"}
 ///   }
 /// }
 /// ```
@@ -77,7 +82,7 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
 ///   (`.<name>.tmp-<pid>-<n>`), which is fsynced and renamed over the file, then the directory
 ///   is fsynced. A crash leaves the old or the new document, never a torn one. Temp files are
 ///   never read; leftovers of a crashed writer are deleted by the next [`lock`](TokenStore::lock).
-/// - **Never silently reset.** A file that is not a version-1 document (corrupt, truncated,
+/// - **Never silently reset.** A file that is not a version 1 or 2 document (corrupt, truncated,
 ///   written by a newer version) is a [`StoreErrorKind::Corrupt`] error on load *and* on save,
 ///   and stays untouched. A failed write (read-only directory, full disk) is an error and leaves
 ///   the old file in place; the middleware keeps using its tokens from memory and retries.
@@ -97,7 +102,7 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
 /// Share one store per file within a process ([`shared_store`]); separate instances on one file
 /// are still safe, they just poll each other's file lock.
 ///
-/// [`save`](TokenStore::save) compares generations and writes without taking the lock itself
+/// [`save`](TokenStore::save) compares revisions and writes without taking the lock itself
 /// (the middleware already holds it): its compare-and-write is exact when the caller holds
 /// [`lock`](TokenStore::lock), as the middleware always does.
 ///
@@ -208,7 +213,7 @@ impl std::fmt::Debug for FileTokenStore {
 
 #[async_trait]
 impl TokenStore for FileTokenStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         let paths = self.paths()?;
         let key = key.clone();
         blocking(move || {
@@ -223,38 +228,25 @@ impl TokenStore for FileTokenStore {
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
         let paths = self.paths()?;
         let key = key.clone();
-        let tokens = tokens.clone();
+        let record = record.clone();
+        let expected = expected.cloned();
         blocking(move || {
             let mut document = read_document(&paths)?.unwrap_or_default();
             let current = document.tokens.get(key.as_str());
-            if current.map(TokenSet::generation) != expected {
+            if current.map(TokenRecord::revision) != expected.as_ref() {
                 return Ok(SaveOutcome::Conflict {
                     current: current.cloned(),
                 });
             }
-            document.tokens.insert(key.as_str().to_owned(), tokens);
+            document.tokens.insert(key.as_str().to_owned(), record);
+            document.version = VERSION;
             write_document(&paths, &document)?;
             Ok(SaveOutcome::Saved)
-        })
-        .await
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        let paths = self.paths()?;
-        let key = key.clone();
-        blocking(move || {
-            let Some(mut document) = read_document(&paths)? else {
-                return Ok(());
-            };
-            if document.tokens.remove(key.as_str()).is_some() {
-                write_document(&paths, &document)?;
-            }
-            Ok(())
         })
         .await
     }
@@ -336,7 +328,7 @@ impl Drop for FileLockGuard {
 #[derive(Serialize, Deserialize)]
 struct Document {
     version: u64,
-    tokens: BTreeMap<String, TokenSet>,
+    tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl Default for Document {
@@ -434,17 +426,17 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Document, StoreError> {
         )
     })?;
     match value.get("version").map(serde_json::Value::as_u64) {
-        Some(Some(VERSION)) => {}
+        Some(Some(1 | VERSION)) => {}
         Some(Some(version)) => {
             return Err(corrupt(
                 path,
-                &format!("has version {version}; this store reads version {VERSION} only"),
+                &format!("has version {version}; this store reads versions 1 and {VERSION}"),
             ))
         }
         _ => return Err(corrupt(path, "has no numeric `version` field")),
     }
     serde_json::from_value(value)
-        .map_err(|_| corrupt(path, "does not hold a valid `tokens` map of token sets"))
+        .map_err(|_| corrupt(path, "does not hold a valid `tokens` map of token records"))
 }
 
 fn write_document(paths: &Paths, document: &Document) -> Result<(), StoreError> {
@@ -553,6 +545,7 @@ mod tests {
 
     use super::*;
     use crate::secret::{AccessToken, RefreshToken};
+    use crate::token::TokenSet;
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -581,10 +574,12 @@ mod tests {
         }
     }
 
-    fn tokens(generation: u64) -> TokenSet {
-        TokenSet::new(AccessToken::new(format!("secret-at-{generation}")))
-            .with_refresh_token(RefreshToken::new(format!("secret-rt-{generation}")))
-            .with_generation(generation)
+    fn tokens(generation: u64) -> TokenRecord {
+        TokenRecord::Tokens(
+            TokenSet::new(AccessToken::new(format!("secret-at-{generation}")))
+                .with_refresh_token(RefreshToken::new(format!("secret-rt-{generation}")))
+                .renewed(generation),
+        )
     }
 
     fn mode(path: &Path) -> u32 {
@@ -592,38 +587,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn conditional_save_accepts_the_expected_generation_only() {
+    async fn conditional_save_accepts_the_expected_revision_only() {
         let dir = TempDir::new();
         let store = FileTokenStore::new(dir.file());
         let key = TokenKey::default();
+        let (first, second) = (tokens(1), tokens(2));
         assert_eq!(store.load(&key).await.unwrap(), None);
         assert_eq!(
-            store.save(&key, &tokens(1), None).await.unwrap(),
+            store.save(&key, &first, None).await.unwrap(),
             SaveOutcome::Saved
         );
+        let conflict = SaveOutcome::Conflict {
+            current: Some(first.clone()),
+        };
+        assert_eq!(store.save(&key, &second, None).await.unwrap(), conflict);
+        // Same generation, another set (a new login after a logout): not the expected one.
+        let stranger = tokens(1);
         assert_eq!(
-            store.save(&key, &tokens(2), None).await.unwrap(),
-            SaveOutcome::Conflict {
-                current: Some(tokens(1))
-            }
+            store
+                .save(&key, &second, Some(stranger.revision()))
+                .await
+                .unwrap(),
+            conflict
         );
         assert_eq!(
-            store.save(&key, &tokens(2), Some(5)).await.unwrap(),
-            SaveOutcome::Conflict {
-                current: Some(tokens(1))
-            }
-        );
-        assert_eq!(
-            store.save(&key, &tokens(2), Some(1)).await.unwrap(),
+            store
+                .save(&key, &second, Some(first.revision()))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
-        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(2)));
+        assert_eq!(store.load(&key).await.unwrap(), Some(second.clone()));
         // A second instance (a restart) reads the same.
         let reopened = FileTokenStore::new(dir.file());
-        assert_eq!(reopened.load(&key).await.unwrap(), Some(tokens(2)));
-        store.clear(&key).await.unwrap();
-        assert_eq!(store.load(&key).await.unwrap(), None);
-        store.clear(&key).await.unwrap();
+        assert_eq!(reopened.load(&key).await.unwrap(), Some(second));
     }
 
     #[tokio::test]
@@ -635,18 +632,39 @@ mod tests {
             store.save(&a, &tokens(1), None).await.unwrap(),
             SaveOutcome::Saved
         );
-        assert_eq!(
-            store.save(&b, &tokens(7), None).await.unwrap(),
-            SaveOutcome::Saved
-        );
-        store.clear(&a).await.unwrap();
-        assert_eq!(store.load(&a).await.unwrap(), None);
-        assert_eq!(store.load(&b).await.unwrap(), Some(tokens(7)));
+        let bob = tokens(7);
+        assert_eq!(store.save(&b, &bob, None).await.unwrap(), SaveOutcome::Saved);
+        assert_eq!(store.load(&b).await.unwrap(), Some(bob.clone()));
         let json: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
         assert_eq!(json["tokens"]["bob"]["generation"], 7);
+        assert_eq!(json["tokens"]["bob"]["revision"], bob.revision().as_str());
         assert_eq!(json["tokens"]["bob"]["access_token"], "secret-at-7");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_read_and_rewritten_as_version_2() {
+        let dir = TempDir::new();
+        fs::write(
+            dir.file(),
+            br#"{"version":1,"tokens":{"default":{"access_token":"secret-at","token_type":"Bearer","generation":3}}}"#,
+        )
+        .unwrap();
+        fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o600)).unwrap();
+        let store = FileTokenStore::new(dir.file());
+        let key = TokenKey::default();
+        let old = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(old.revision().as_str(), "legacy-3");
+        let next = tokens(4);
+        assert_eq!(
+            store.save(&key, &next, Some(old.revision())).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();
+        assert_eq!(json["version"], 2);
+        assert_eq!(store.load(&key).await.unwrap(), Some(next));
     }
 
     #[tokio::test]
@@ -670,13 +688,14 @@ mod tests {
         let dir = TempDir::new();
         let store = FileTokenStore::new(dir.file());
         let key = TokenKey::default();
-        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        let first = tokens(1);
+        let _ = store.save(&key, &first, None).await.unwrap();
         let leftover = dir.0.join(".tokens.json.tmp-999999-0");
         fs::write(&leftover, b"{\"version\":1,\"tok").unwrap();
-        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(1)));
+        assert_eq!(store.load(&key).await.unwrap(), Some(first.clone()));
         drop(store.lock(&key).await.unwrap());
         assert!(!leftover.exists());
-        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(1)));
+        assert_eq!(store.load(&key).await.unwrap(), Some(first));
     }
 
     #[tokio::test]
@@ -685,7 +704,7 @@ mod tests {
             b"",
             b"{\"version\":1,\"tokens\":{\"default\":{\"access_token\":\"secret-at",
             b"not json",
-            b"{\"version\":2,\"tokens\":{}}",
+            b"{\"version\":3,\"tokens\":{}}",
             b"{\"tokens\":{}}",
             b"{\"version\":1,\"tokens\":{\"default\":{\"access_token\":7}}}",
         ];
@@ -701,8 +720,6 @@ mod tests {
             assert!(!format!("{error:?}").contains("secret"), "{error:?}");
             let error = store.save(&key, &tokens(1), None).await.unwrap_err();
             assert_eq!(error.kind(), StoreErrorKind::Corrupt);
-            let error = store.clear(&key).await.unwrap_err();
-            assert_eq!(error.kind(), StoreErrorKind::Corrupt);
             assert_eq!(fs::read(dir.file()).unwrap(), bytes);
         }
     }
@@ -712,13 +729,17 @@ mod tests {
         let dir = TempDir::new();
         let store = FileTokenStore::new(dir.file());
         let key = TokenKey::default();
-        let _ = store.save(&key, &tokens(1), None).await.unwrap();
+        let first = tokens(1);
+        let _ = store.save(&key, &first, None).await.unwrap();
         fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o640)).unwrap();
         let error = store.load(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused);
         assert!(error.to_string().contains("chmod 600"), "{error}");
         assert!(error.to_string().contains("0640"), "{error}");
-        let error = store.save(&key, &tokens(2), Some(1)).await.unwrap_err();
+        let error = store
+            .save(&key, &tokens(2), Some(first.revision()))
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused);
     }
 

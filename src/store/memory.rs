@@ -5,9 +5,10 @@ use async_trait::async_trait;
 
 use super::{SaveOutcome, StoreError, StoreLock, TokenStore};
 use crate::key::TokenKey;
-use crate::token::TokenSet;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 
-/// Keeps token sets in this process's memory. Nothing survives a restart.
+/// Keeps token records in this process's memory. Nothing survives a restart.
 ///
 /// The default store; right for tokens that can be re-obtained without a user (client
 /// credentials) and for tests. Its [`lock`](TokenStore::lock) is a real per-key lock, so
@@ -15,7 +16,7 @@ use crate::token::TokenSet;
 /// [`shared_store`](crate::TokenRefreshMiddlewareBuilder::shared_store)) still refresh once.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
-    records: Mutex<HashMap<TokenKey, TokenSet>>,
+    records: Mutex<HashMap<TokenKey, TokenRecord>>,
     locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -25,9 +26,9 @@ impl MemoryTokenStore {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, TokenSet>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, TokenRecord>> {
         // A panic while holding this lock cannot leave a half-written map: every critical
-        // section is a single insert, remove or clone.
+        // section is a single insert or clone.
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -36,30 +37,25 @@ impl MemoryTokenStore {
 
 #[async_trait]
 impl TokenStore for MemoryTokenStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         Ok(self.records().get(key).cloned())
     }
 
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
         let mut records = self.records();
         let current = records.get(key);
-        if current.map(TokenSet::generation) != expected {
+        if current.map(TokenRecord::revision) != expected {
             return Ok(SaveOutcome::Conflict {
                 current: current.cloned(),
             });
         }
-        records.insert(key.clone(), tokens.clone());
+        records.insert(key.clone(), record.clone());
         Ok(SaveOutcome::Saved)
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        self.records().remove(key);
-        Ok(())
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
@@ -68,39 +64,5 @@ impl TokenStore for MemoryTokenStore {
             Arc::clone(locks.entry(key.clone()).or_default())
         };
         Ok(StoreLock::new(lock.lock_owned().await))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secret::AccessToken;
-
-    fn tokens(generation: u64) -> TokenSet {
-        TokenSet::new(AccessToken::new("at")).with_generation(generation)
-    }
-
-    #[tokio::test]
-    async fn conditional_save_accepts_the_expected_generation_only() {
-        let store = MemoryTokenStore::new();
-        let key = TokenKey::default();
-        assert_eq!(store.load(&key).await.unwrap(), None);
-        assert_eq!(
-            store.save(&key, &tokens(1), None).await.unwrap(),
-            SaveOutcome::Saved
-        );
-        assert_eq!(
-            store.save(&key, &tokens(2), None).await.unwrap(),
-            SaveOutcome::Conflict {
-                current: Some(tokens(1))
-            }
-        );
-        assert_eq!(
-            store.save(&key, &tokens(2), Some(1)).await.unwrap(),
-            SaveOutcome::Saved
-        );
-        assert_eq!(store.load(&key).await.unwrap(), Some(tokens(2)));
-        store.clear(&key).await.unwrap();
-        assert_eq!(store.load(&key).await.unwrap(), None);
     }
 }

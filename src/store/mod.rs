@@ -30,39 +30,47 @@ pub use seal::{EncryptionKey, KeyRing, Opened};
 pub use sql::SqlTokenStore;
 
 use crate::key::TokenKey;
-use crate::token::TokenSet;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 
-/// Persists token sets, and lets processes agree on who refreshes.
+/// Persists each key's [`TokenRecord`], and lets processes agree on who refreshes.
 ///
 /// Implement it to keep tokens somewhere this crate does not cover. The contract:
 ///
-/// - [`load`](TokenStore::load): `Ok(None)` only when nothing is stored; a record that cannot be
-///   read or decoded is an error, never "no tokens".
-/// - [`save`](TokenStore::save): a conditional write. It succeeds only when the stored
-///   generation is the one the caller expects (`None`: nothing stored); otherwise it writes
-///   nothing and returns [`SaveOutcome::Conflict`] with what is stored now.
-/// - [`clear`](TokenStore::clear): removes the record (after `invalid_grant`, or on logout).
+/// - [`load`](TokenStore::load): `Ok(None)` only when nothing was ever stored for the key (or
+///   its record expired); a record that cannot be read or decoded is an error, never "no
+///   tokens".
+/// - [`save`](TokenStore::save): a conditional write, like an HTTP `If-Match`. It writes only
+///   when the stored record's [`revision`](TokenRecord::revision) is the one the caller expects
+///   (`None`: only when nothing is stored), in one atomic step; otherwise it writes nothing and
+///   returns [`SaveOutcome::Conflict`] with what is stored now. Compare revisions, never
+///   generations: generations repeat after a logout and a new login, revisions never do.
 /// - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
-///   held by the middleware for the whole lock → reload → refresh → save sequence, and released
-///   when the returned [`StoreLock`] is dropped (also when its holder dies). A store only ever
-///   used by one middleware may return [`StoreLock::none`]: the middleware already serializes
-///   each key's writes in its process.
+///   held by the middleware for the whole lock → reload → refresh → save sequence. It is
+///   released when the returned [`StoreLock`] is dropped, and also when its holder dies. A
+///   lock that can be lost while held (a lease) says so through
+///   [`StoreLock::with_loss_flag`]. A store only ever used by one process may lock in memory
+///   (as [`MemoryTokenStore`] does).
+///
+/// The middleware never deletes a record: a logout or a dead grant is written as an
+/// [`Ended`](crate::Ended) record, so that every process and every later run knows the key needs
+/// a new login. Store records as the JSON the record serializes to (`serde_json`); they contain
+/// secrets, so keep them private or encrypted ([`KeyRing`] seals them).
+///
+/// `examples/custom_store.rs` is a complete implementation.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
-    /// Reads the token set stored for `key`.
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError>;
+    /// Reads the record stored for `key`.
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Writes `tokens` for `key` if the stored generation equals `expected`
-    /// (`None`: only if nothing is stored).
+    /// Writes `record` for `key` if the stored record's revision is `expected` (`None`: only if
+    /// nothing is stored).
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError>;
-
-    /// Removes whatever is stored for `key`.
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError>;
 
     /// Takes the exclusive refresh section for `key` across processes.
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError>;
@@ -72,12 +80,12 @@ pub trait TokenStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum SaveOutcome {
-    /// The token set was written.
+    /// The record was written.
     Saved,
     /// Nothing was written: the stored record is not the expected one.
     Conflict {
         /// What is stored now.
-        current: Option<TokenSet>,
+        current: Option<TokenRecord>,
     },
 }
 
@@ -107,7 +115,7 @@ impl StoreLock {
 
     /// Attaches a flag the store sets when the lock is lost while held (a lease that expired
     /// or could not be renewed). The middleware checks it before calling the token endpoint,
-    /// so a holder that lost its lease never refreshes alongside the new holder (INV-2).
+    /// so a holder that lost its lease never refreshes alongside the new holder.
     pub fn with_loss_flag(mut self, lost: Arc<AtomicBool>) -> Self {
         self.lost = Some(lost);
         self

@@ -18,15 +18,22 @@ use super::seal::KeyRing;
 use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::key::TokenKey;
 use crate::log;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 use crate::token::TokenSet;
 
-/// Writes the record only if its stored generation is the expected one (`""`: no record),
-/// and (re)sets its TTL in the same step.
-const SAVE_IF_GENERATION: &str = r"
-local current = redis.call('HGET', KEYS[1], 'generation')
+/// Writes the record only if its stored revision is the expected one (`""`: no record), and
+/// (re)sets its TTL in the same step. A record written before revisions existed is compared
+/// on `legacy-<generation>`, the revision it reads back with.
+const SAVE_IF_REVISION: &str = r"
+local current = redis.call('HGET', KEYS[1], 'revision')
+if current == false then
+  local generation = redis.call('HGET', KEYS[1], 'generation')
+  if generation ~= false then current = 'legacy-' .. generation end
+end
 if (current == false and ARGV[1] == '') or (current ~= false and current == ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'sealed', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'revision', ARGV[3], 'sealed', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
   return 1
 end
 return 0
@@ -51,9 +58,9 @@ return 0
 
 /// Stores token sets in Redis, sealed with a [`KeyRing`] (feature `redis`).
 ///
-/// - **Encrypted at rest:** each record is a hash `{generation, sealed}`; `sealed` is the token
-///   set encrypted with XChaCha20-Poly1305, with the Redis key name as associated data (a value
-///   copied to another user's key fails to open).
+/// - **Encrypted at rest:** each record is a hash `{generation, revision, sealed}`; `sealed` is
+///   the [`TokenRecord`] encrypted with XChaCha20-Poly1305, with the Redis key name as
+///   associated data (a value copied to another user's key fails to open).
 /// - **Key names:** records are `prefix + "tokens:" + key` and locks `prefix + "lock:" + key`
 ///   (separate namespaces, so no key name can collide with another key's lock). With
 ///   [`hash_key_names`](RedisTokenStoreBuilder::hash_key_names), `key` is replaced by
@@ -62,11 +69,12 @@ return 0
 /// - **TTL:** every write sets the record's expiry to the refresh token's lifetime minus a
 ///   margin (5 min by default): the lifetime the server sent (`refresh_expires_in`), else the
 ///   one configured, else a default (30 days). A rotation sets it again, never drops it. An
-///   expired record is "no tokens": re-authorization required.
+///   expired record is "no tokens": re-authorization required. A record that the grant ended
+///   lives for the configured lifetime (or the default).
 /// - **One refresh across replicas:** [`lock`](TokenStore::lock) takes a lease
 ///   (`SET NX PX` with a random token), released by a compare-and-delete script; saves are
-///   conditional on the generation, so a holder whose lease expired during a slow refresh
-///   cannot overwrite newer tokens (it adopts them instead).
+///   conditional on the record's revision, so a holder whose lease expired during a slow
+///   refresh cannot overwrite newer tokens or a new login (it adopts them instead).
 ///
 /// ```no_run
 /// use reqwest_token_refresh::{EncryptionKey, KeyRing, RedisTokenStore};
@@ -133,8 +141,8 @@ impl RedisTokenStore {
 
     /// How long the record lives: until the refresh token expires (minus the margin) when the
     /// server said, else the configured TTL.
-    fn ttl_for(&self, tokens: &TokenSet) -> Duration {
-        match tokens.refresh_expires_at() {
+    fn ttl_for(&self, record: &TokenRecord) -> Duration {
+        match record.tokens().and_then(TokenSet::refresh_expires_at) {
             Some(expires_at) => expires_at
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()
@@ -144,29 +152,34 @@ impl RedisTokenStore {
         }
     }
 
-    async fn read(&self, record: &str) -> Result<Option<TokenSet>, StoreError> {
+    async fn read(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
         let mut connection = self.connection.clone();
-        let (generation, sealed): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(record)
-            .arg("generation")
-            .arg("sealed")
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
+        let (generation, revision, sealed): (Option<String>, Option<String>, Option<Vec<u8>>) =
+            redis::cmd("HMGET")
+                .arg(name)
+                .arg("generation")
+                .arg("revision")
+                .arg("sealed")
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
         let (generation, sealed) = match (generation, sealed) {
-            (None, None) => return Ok(None),
+            (None, None) if revision.is_none() => return Ok(None),
             (Some(generation), Some(sealed)) => (generation, sealed),
-            _ => return Err(corrupt(record, "is incomplete")),
+            _ => return Err(corrupt(name, "is incomplete")),
         };
-        let tokens = self.keys.open(record, &sealed)?.tokens;
-        // The generation field is outside the seal; it must agree with the sealed one.
-        if generation.parse::<u64>().ok() != Some(tokens.generation()) {
+        let record = self.keys.open(name, &sealed)?.record;
+        // The fields writes compare are outside the seal; they must agree with the sealed ones.
+        let revision = revision.unwrap_or_else(|| format!("legacy-{generation}"));
+        if generation.parse::<u64>().ok() != Some(record.generation())
+            || revision != record.revision().as_str()
+        {
             return Err(corrupt(
-                record,
-                "has a generation that does not match its content",
+                name,
+                "has a generation or revision that does not match its content",
             ));
         }
-        Ok(Some(tokens))
+        Ok(Some(record))
     }
 }
 
@@ -185,30 +198,28 @@ impl std::fmt::Debug for RedisTokenStore {
 
 #[async_trait]
 impl TokenStore for RedisTokenStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         self.read(&self.record_name(key)).await
     }
 
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
-        let record = self.record_name(key);
+        let name = self.record_name(key);
         // A record that does not open (tampered, unknown key) is never replaced silently.
-        self.read(&record).await?;
-        let sealed = self.keys.seal(&record, tokens)?;
-        let expected = expected
-            .map(|generation| generation.to_string())
-            .unwrap_or_default();
+        self.read(&name).await?;
+        let sealed = self.keys.seal(&name, record)?;
         let mut connection = self.connection.clone();
-        let written: i64 = Script::new(SAVE_IF_GENERATION)
-            .key(&record)
-            .arg(expected)
-            .arg(tokens.generation().to_string())
+        let written: i64 = Script::new(SAVE_IF_REVISION)
+            .key(&name)
+            .arg(expected.map_or("", Revision::as_str))
+            .arg(record.generation().to_string())
+            .arg(record.revision().as_str())
             .arg(sealed)
-            .arg(millis(self.ttl_for(tokens)))
+            .arg(millis(self.ttl_for(record)))
             .invoke_async(&mut connection)
             .await
             .map_err(redis_error)?;
@@ -216,17 +227,8 @@ impl TokenStore for RedisTokenStore {
             return Ok(SaveOutcome::Saved);
         }
         Ok(SaveOutcome::Conflict {
-            current: self.read(&record).await?,
+            current: self.read(&name).await?,
         })
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(self.record_name(key))
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(redis_error)
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{StoreError, StoreErrorKind};
 use crate::error::ConfigError;
-use crate::token::TokenSet;
+use crate::record::TokenRecord;
 
 /// Version of the sealed envelope format.
 const FORMAT: u32 = 1;
@@ -91,8 +91,8 @@ pub struct KeyRing {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Opened {
-    /// The token set.
-    pub tokens: TokenSet,
+    /// The record.
+    pub record: TokenRecord,
     /// Sealed with a key other than the primary one: seal it again on the next save.
     pub stale_key: bool,
 }
@@ -121,12 +121,12 @@ impl KeyRing {
         self
     }
 
-    /// Seals `tokens` for the record named `record` (the name your store files it under; it
-    /// is bound as associated data). Returns a JSON envelope `{format, key_id, nonce,
+    /// Seals `record` for the record named `name` (the name your store files it under; it is
+    /// bound as associated data). Returns a JSON envelope `{format, key_id, nonce,
     /// ciphertext}`, for stores you write yourself.
-    pub fn seal(&self, record: &str, tokens: &TokenSet) -> Result<String, StoreError> {
-        let plaintext = Zeroizing::new(serde_json::to_vec(tokens).map_err(|error| {
-            StoreError::new(StoreErrorKind::Other, "cannot encode token set").with_source(error)
+    pub fn seal(&self, name: &str, record: &TokenRecord) -> Result<String, StoreError> {
+        let plaintext = Zeroizing::new(serde_json::to_vec(record).map_err(|error| {
+            StoreError::new(StoreErrorKind::Other, "cannot encode token record").with_source(error)
         })?);
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
@@ -136,7 +136,7 @@ impl KeyRing {
                 &nonce,
                 Payload {
                     msg: &plaintext,
-                    aad: record.as_bytes(),
+                    aad: name.as_bytes(),
                 },
             )
             .map_err(|_| StoreError::new(StoreErrorKind::Other, "encryption failed"))?;
@@ -151,13 +151,13 @@ impl KeyRing {
         })
     }
 
-    /// Opens a value sealed for the record named `record`. A value copied from another record,
+    /// Opens a value sealed for the record named `name`. A value copied from another record,
     /// tampered with, or sealed with an unknown key is a [`StoreErrorKind::Corrupt`] error.
-    pub fn open(&self, record: &str, sealed: &[u8]) -> Result<Opened, StoreError> {
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<Opened, StoreError> {
         let corrupt = |what: &str| {
             StoreError::new(
                 StoreErrorKind::Corrupt,
-                format!("sealed token record `{record}` {what}"),
+                format!("sealed token record `{name}` {what}"),
             )
         };
         let envelope: Envelope =
@@ -191,17 +191,17 @@ impl KeyRing {
                     XNonce::from_slice(&nonce),
                     Payload {
                         msg: &ciphertext,
-                        aad: record.as_bytes(),
+                        aad: name.as_bytes(),
                     },
                 )
                 .map_err(|_| {
                     corrupt("failed authentication (tampered, copied from another record, or wrong key)")
                 })?,
         );
-        let tokens = serde_json::from_slice(&plaintext)
-            .map_err(|_| corrupt("holds an unreadable token set"))?;
+        let record = serde_json::from_slice(&plaintext)
+            .map_err(|_| corrupt("holds an unreadable token record"))?;
         Ok(Opened {
-            tokens,
+            record,
             stale_key: key.id != self.primary.id,
         })
     }
@@ -211,15 +211,18 @@ impl KeyRing {
 mod tests {
     use super::*;
     use crate::secret::{AccessToken, RefreshToken};
+    use crate::token::TokenSet;
 
     fn key(id: &str, byte: u8) -> EncryptionKey {
         EncryptionKey::from_bytes(id, &[byte; 32]).unwrap()
     }
 
-    fn tokens() -> TokenSet {
-        TokenSet::new(AccessToken::new("canary-at"))
-            .with_refresh_token(RefreshToken::new("canary-rt"))
-            .with_generation(3)
+    fn tokens() -> TokenRecord {
+        TokenRecord::Tokens(
+            TokenSet::new(AccessToken::new("canary-at"))
+                .with_refresh_token(RefreshToken::new("canary-rt"))
+                .renewed(3),
+        )
     }
 
     #[test]
@@ -228,7 +231,7 @@ mod tests {
         let sealed = ring.seal("user-1", &tokens()).unwrap();
         assert!(!sealed.contains("canary"));
         let opened = ring.open("user-1", sealed.as_bytes()).unwrap();
-        assert_eq!(opened.tokens, tokens());
+        assert_eq!(opened.record.generation(), 3);
         assert!(!opened.stale_key);
     }
 

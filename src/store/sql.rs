@@ -16,6 +16,8 @@ use self::errors::store_error;
 use self::schema::Table;
 use super::{KeyRing, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::key::TokenKey;
+use crate::record::TokenRecord;
+use crate::revision::Revision;
 use crate::token::TokenSet;
 
 /// How long [`TokenStore::lock`] waits by default.
@@ -27,11 +29,12 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// - **Encrypted at rest.** Each row holds the token set sealed with a [`KeyRing`], bound to
 ///   its key; no column holds a plaintext token. Values sealed with an older key are re-sealed
 ///   with the primary key on their next save.
-/// - **Conditional writes.** A save is `UPDATE … WHERE token_key = ? AND version = <expected
-///   generation>` (an `INSERT … ON CONFLICT DO NOTHING` for the first one), and the affected-row
-///   count decides: zero rows is a [`SaveOutcome::Conflict`] carrying the stored set, never an
-///   overwrite. Two processes inserting the first record at once get one `Saved` and one
-///   `Conflict`.
+/// - **Conditional writes.** A save is `UPDATE … WHERE token_key = ? AND revision = <expected
+///   revision>` (an `INSERT … ON CONFLICT DO NOTHING` for the first one), and the affected-row
+///   count decides: zero rows is a [`SaveOutcome::Conflict`] carrying the stored record, never
+///   an overwrite. Two processes inserting the first record at once get one `Saved` and one
+///   `Conflict`. Rows written before revisions existed compare as `legacy-<version>` and get a
+///   revision on their next save; [`migrate`](Self::migrate) adds the column to such tables.
 /// - **One refresh across processes.** [`lock`](TokenStore::lock) takes, on PostgreSQL, a
 ///   session advisory lock on a hash of the table and key, held on a connection of its own
 ///   (outside the pool, so a small pool cannot deadlock) and released when the guard is dropped
@@ -94,6 +97,7 @@ enum Backend {
 /// A stored row, as read.
 struct Row {
     version: i64,
+    revision: Option<String>,
     sealed: String,
 }
 
@@ -101,6 +105,7 @@ struct Row {
 struct Write<'a> {
     key: &'a str,
     version: i64,
+    revision: &'a str,
     sealed: String,
     /// Unix seconds.
     access_expires_at: Option<i64>,
@@ -238,7 +243,7 @@ impl SqlTokenStore {
         migrated.map_err(|error| store_error(error, &self.table, "creating the schema"))
     }
 
-    async fn fetch(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn fetch(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         let fetched = match &self.backend {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlite::fetch(pool, &self.table, key.as_str()).await,
@@ -250,22 +255,26 @@ impl SqlTokenStore {
         row.map(|row| self.open(key, row)).transpose()
     }
 
-    fn open(&self, key: &TokenKey, row: Row) -> Result<TokenSet, StoreError> {
-        let tokens = self.keys.open(key.as_str(), row.sealed.as_bytes())?.tokens;
-        // The version column is what writes compare; a sealed set of another generation was
-        // put there by something other than this store (a restored or copied payload).
-        if u64::try_from(row.version).ok() != Some(tokens.generation()) {
+    fn open(&self, key: &TokenKey, row: Row) -> Result<TokenRecord, StoreError> {
+        let record = self.keys.open(key.as_str(), row.sealed.as_bytes())?.record;
+        // The columns writes compare must agree with the sealed record; anything else was put
+        // there by something other than this store (a restored or copied payload).
+        let revision = row
+            .revision
+            .unwrap_or_else(|| format!("legacy-{}", row.version));
+        if u64::try_from(row.version).ok() != Some(record.generation())
+            || revision != record.revision().as_str()
+        {
             return Err(StoreError::new(
                 StoreErrorKind::Corrupt,
                 format!(
-                    "token record `{key}` in table `{}` has version {} but holds generation {}",
+                    "token record `{key}` in table `{}` has a version or revision that does not \
+                     match its sealed content",
                     self.table.name(),
-                    row.version,
-                    tokens.generation()
                 ),
             ));
         }
-        Ok(tokens)
+        Ok(record)
     }
 }
 
@@ -288,25 +297,26 @@ impl std::fmt::Debug for SqlTokenStore {
 
 #[async_trait]
 impl TokenStore for SqlTokenStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         self.fetch(key).await
     }
 
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
-        let version = column_version(tokens.generation())?;
-        let expected = expected.map(column_version).transpose()?;
+        let tokens = record.tokens();
         let write = Write {
             key: key.as_str(),
-            version,
-            sealed: self.keys.seal(key.as_str(), tokens)?,
-            access_expires_at: unix_seconds(tokens.expires_at()),
-            refresh_expires_at: unix_seconds(tokens.refresh_expires_at()),
+            version: column_version(record.generation())?,
+            revision: record.revision().as_str(),
+            sealed: self.keys.seal(key.as_str(), record)?,
+            access_expires_at: unix_seconds(tokens.and_then(TokenSet::expires_at)),
+            refresh_expires_at: unix_seconds(tokens.and_then(TokenSet::refresh_expires_at)),
         };
+        let expected = expected.map(Revision::as_str);
         let written = match (&self.backend, expected) {
             #[cfg(feature = "sqlite")]
             (Backend::Sqlite(pool), None) => sqlite::insert(pool, &self.table, &write).await,
@@ -329,16 +339,6 @@ impl TokenStore for SqlTokenStore {
         Ok(SaveOutcome::Conflict {
             current: self.fetch(key).await?,
         })
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        let cleared = match &self.backend {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::delete(pool, &self.table, key.as_str()).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::delete(pool, &self.table, key.as_str()).await,
-        };
-        cleared.map_err(|error| store_error(error, &self.table, &format!("clearing `{key}`")))
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {

@@ -26,11 +26,16 @@ pub(super) async fn fetch(
     key: &str,
 ) -> Result<Option<Row>, sqlx::Error> {
     let sql = format!(
-        "SELECT version, sealed FROM {} WHERE token_key = $1",
+        "SELECT version, revision, sealed FROM {} WHERE token_key = $1",
         table.quoted()
     );
-    let row: Option<(i64, String)> = sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
-    Ok(row.map(|(version, sealed)| Row { version, sealed }))
+    let row: Option<(i64, Option<String>, String)> =
+        sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|(version, revision, sealed)| Row {
+        version,
+        revision,
+        sealed,
+    }))
 }
 
 pub(super) async fn insert(
@@ -39,8 +44,9 @@ pub(super) async fn insert(
     write: &Write<'_>,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO {} (token_key, version, sealed, access_expires_at, refresh_expires_at, updated_at) \
-         VALUES ($1, $2, $3, to_timestamp($4::bigint), to_timestamp($5::bigint), now()) \
+        "INSERT INTO {} (token_key, version, sealed, access_expires_at, refresh_expires_at, \
+         updated_at, revision) \
+         VALUES ($1, $2, $3, to_timestamp($4::bigint), to_timestamp($5::bigint), now(), $6) \
          ON CONFLICT (token_key) DO NOTHING",
         table.quoted()
     );
@@ -50,6 +56,7 @@ pub(super) async fn insert(
         .bind(&write.sealed)
         .bind(write.access_expires_at)
         .bind(write.refresh_expires_at)
+        .bind(write.revision)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -59,12 +66,12 @@ pub(super) async fn update(
     pool: &PgPool,
     table: &Table,
     write: &Write<'_>,
-    expected: i64,
+    expected: &str,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "UPDATE {} SET version = $2, sealed = $3, access_expires_at = to_timestamp($4::bigint), \
-         refresh_expires_at = to_timestamp($6::bigint), updated_at = now() \
-         WHERE token_key = $1 AND version = $5",
+         refresh_expires_at = to_timestamp($6::bigint), updated_at = now(), revision = $7 \
+         WHERE token_key = $1 AND COALESCE(revision, 'legacy-' || version) = $5",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -74,15 +81,10 @@ pub(super) async fn update(
         .bind(write.access_expires_at)
         .bind(expected)
         .bind(write.refresh_expires_at)
+        .bind(write.revision)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-pub(super) async fn delete(pool: &PgPool, table: &Table, key: &str) -> Result<(), sqlx::Error> {
-    let sql = format!("DELETE FROM {} WHERE token_key = $1", table.quoted());
-    sqlx::query(&sql).bind(key).execute(pool).await?;
-    Ok(())
 }
 
 /// Creates the table. Concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's

@@ -38,11 +38,16 @@ pub(super) async fn fetch(
     key: &str,
 ) -> Result<Option<Row>, sqlx::Error> {
     let sql = format!(
-        "SELECT version, sealed FROM {} WHERE token_key = ?1",
+        "SELECT version, revision, sealed FROM {} WHERE token_key = ?1",
         table.quoted()
     );
-    let row: Option<(i64, String)> = sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
-    Ok(row.map(|(version, sealed)| Row { version, sealed }))
+    let row: Option<(i64, Option<String>, String)> =
+        sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|(version, revision, sealed)| Row {
+        version,
+        revision,
+        sealed,
+    }))
 }
 
 pub(super) async fn insert(
@@ -52,7 +57,8 @@ pub(super) async fn insert(
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "INSERT INTO {} (token_key, version, sealed, access_expires_at, updated_at, \
-         refresh_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_key) DO NOTHING",
+         refresh_expires_at, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (token_key) DO NOTHING",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -62,6 +68,7 @@ pub(super) async fn insert(
         .bind(write.access_expires_at)
         .bind(unix_seconds())
         .bind(write.refresh_expires_at)
+        .bind(write.revision)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -71,11 +78,12 @@ pub(super) async fn update(
     pool: &SqlitePool,
     table: &Table,
     write: &Write<'_>,
-    expected: i64,
+    expected: &str,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "UPDATE {} SET version = ?2, sealed = ?3, access_expires_at = ?4, updated_at = ?5, \
-         refresh_expires_at = ?7 WHERE token_key = ?1 AND version = ?6",
+         refresh_expires_at = ?7, revision = ?8 \
+         WHERE token_key = ?1 AND COALESCE(revision, 'legacy-' || version) = ?6",
         table.quoted()
     );
     let done = sqlx::query(&sql)
@@ -86,21 +94,29 @@ pub(super) async fn update(
         .bind(unix_seconds())
         .bind(expected)
         .bind(write.refresh_expires_at)
+        .bind(write.revision)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn delete(pool: &SqlitePool, table: &Table, key: &str) -> Result<(), sqlx::Error> {
-    let sql = format!("DELETE FROM {} WHERE token_key = ?1", table.quoted());
-    sqlx::query(&sql).bind(key).execute(pool).await?;
-    Ok(())
-}
-
+/// Creates the tables, and adds the `revision` column to a token table created without it
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`: a process that loses the race to add it sees a
+/// duplicate column, which is what it wanted).
 pub(super) async fn migrate(pool: &SqlitePool, table: &Table) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(&table.render(super::schema::SQLITE))
         .execute(pool)
         .await?;
+    let probe = format!("SELECT revision FROM {} LIMIT 0", table.quoted());
+    if sqlx::query(&probe).execute(pool).await.is_err() {
+        let add = format!("ALTER TABLE {} ADD COLUMN revision TEXT", table.quoted());
+        match sqlx::query(&add).execute(pool).await {
+            Err(sqlx::Error::Database(error)) if error.message().contains("duplicate column") => {}
+            other => {
+                other?;
+            }
+        }
+    }
     Ok(())
 }
 
