@@ -1,12 +1,13 @@
 // cargo run --example custom_store
 //
 // Keeping tokens somewhere this crate does not cover: implement `TokenStore`. This one keeps
-// each key's token set as a JSON document in a directory, one file per key, and shows the
+// each key's record as a JSON document in a directory, one file per key, and shows the
 // contract every store must honour:
 //
 // - `load`: `Ok(None)` only when nothing is stored; unreadable data is an error.
-// - `save`: conditional on the stored generation (`expected`); otherwise `Conflict` with
-//   what is stored now.
+// - `save`: conditional on the stored record's revision (`expected`, like an HTTP If-Match;
+//   never the generation, which starts over after a logout and new login); otherwise
+//   `Conflict` with what is stored now.
 // - `lock`: an exclusive section across processes while a key is refreshed (here an
 //   in-process lock: this store is for one process; see FileTokenStore for a shared one).
 //
@@ -24,8 +25,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest_middleware::ClientBuilder;
 use reqwest_token_refresh::{
-    RefreshTokenGrant, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenKey,
-    TokenRefreshMiddleware, TokenSet, TokenStore,
+    RefreshTokenGrant, Revision, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenKey,
+    TokenRecord, TokenRefreshMiddleware, TokenStore,
 };
 use test_util::MockAuthorizationServer;
 
@@ -48,10 +49,10 @@ fn io_error(error: std::io::Error) -> StoreError {
 
 #[async_trait]
 impl TokenStore for DirectoryStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         match tokio::fs::read(self.path(key)).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
-                StoreError::new(StoreErrorKind::Corrupt, "token file is not a token set")
+                StoreError::new(StoreErrorKind::Corrupt, "token file is not a token record")
             }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error(error)),
@@ -61,26 +62,21 @@ impl TokenStore for DirectoryStore {
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
+        // Compare and write under the key's lock, which the middleware holds (a store shared
+        // by processes needs a compare-and-write the backend makes atomic).
         let current = self.load(key).await?;
-        if current.as_ref().map(TokenSet::generation) != expected {
+        if current.as_ref().map(TokenRecord::revision) != expected {
             return Ok(SaveOutcome::Conflict { current });
         }
-        let json = serde_json::to_vec(tokens)
+        let json = serde_json::to_vec(record)
             .map_err(|_| StoreError::new(StoreErrorKind::Other, "cannot encode tokens"))?;
         tokio::fs::write(self.path(key), json)
             .await
             .map_err(io_error)?;
         Ok(SaveOutcome::Saved)
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(key)).await {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io_error(error)),
-            _ => Ok(()),
-        }
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
@@ -125,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_extension(key.clone())
         .send()
         .await?;
-    let stored: TokenSet = serde_json::from_slice(&std::fs::read(dir.join("alice.json"))?)?;
+    let stored: TokenRecord = serde_json::from_slice(&std::fs::read(dir.join("alice.json"))?)?;
     println!("status:                {}", response.status());
     println!(
         "stored generation:     {} (the rotated set)",

@@ -47,7 +47,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .ok_or("the first run saved nothing")?;
     let rotated = stored
-        .refresh_token()
+        .tokens()
+        .and_then(|tokens| tokens.refresh_token())
         .map(|token| token.secret().to_owned())
         == server.current_refresh_token();
     println!(

@@ -17,12 +17,16 @@ impl Backoff {
 
     /// The pause after `previous` (`None`: the first one).
     pub(crate) fn next(&self, previous: Option<Duration>) -> Duration {
-        previous.map_or(self.first, |previous| (previous * 2).min(self.max).max(self.first))
+        previous.map_or(self.first, |previous| {
+            (previous * 2).min(self.max).max(self.first)
+        })
     }
 
     /// Iterates the pauses: `first`, `2 × first`, … up to `max`, then `max` for ever.
     pub(crate) fn pauses(self) -> impl Iterator<Item = Duration> {
-        std::iter::successors(Some(self.first), move |previous| Some(self.next(Some(*previous))))
+        std::iter::successors(Some(self.first), move |previous| {
+            Some(self.next(Some(*previous)))
+        })
     }
 }
 
@@ -49,7 +53,10 @@ mod tests {
         let pauses: Vec<u64> = backoff.pauses().take(7).map(|p| p.as_secs()).collect();
         assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
         assert_eq!(backoff.next(None), Duration::from_secs(1));
-        assert_eq!(backoff.next(Some(Duration::from_secs(20))), Duration::from_secs(30));
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(20))),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

@@ -149,8 +149,8 @@ pub use grant::{
 };
 pub use key::TokenKey;
 pub use manager::TokenManager;
-pub use record::{EndReason, Ended, TokenRecord};
 pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};
+pub use record::{EndReason, Ended, TokenRecord};
 #[cfg(feature = "retry")]
 pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
 pub use revision::Revision;

@@ -25,8 +25,8 @@ use crate::revision::Revision;
 use crate::store::TokenStore;
 use crate::token::TokenSet;
 
-pub(crate) use slot::{ActiveToken, PublishedToken};
 use slot::{bearer_header, KeySlot, KeyState};
+pub(crate) use slot::{ActiveToken, PublishedToken};
 
 /// Settings of a [`TokenManager`].
 #[derive(Clone)]
@@ -202,7 +202,9 @@ impl TokenManager {
                 return slot.token().ok_or(Error::RefreshAborted);
             }
             KeyState::Active(_) => slot.token(),
-            KeyState::Unusable(unusable) if !policy::recheck_due(unusable.since, Instant::now()) => {
+            KeyState::Unusable(unusable)
+                if !policy::recheck_due(unusable.since, Instant::now()) =>
+            {
                 return Err(unusable.error.clone());
             }
             _ => None,
@@ -295,7 +297,11 @@ impl Inner {
 
     /// Runs `order` for `key` in a task of its own, which finishes even if the caller stops
     /// waiting (a revocation the server accepted is always followed by the logout).
-    async fn detached(self: &Arc<Self>, key: &TokenKey, order: Order) -> Result<Option<PublishedToken>, Error> {
+    async fn detached(
+        self: &Arc<Self>,
+        key: &TokenKey,
+        order: Order,
+    ) -> Result<Option<PublishedToken>, Error> {
         let inner = Arc::clone(self);
         let slot = self.slot(key);
         tokio::spawn(async move { inner.run(&slot, order).await })

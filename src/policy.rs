@@ -338,7 +338,10 @@ pub fn after_call(call: &Call<'_>, result: Result<TokenResponse, Error>, rules: 
     match (response.check(), call.base, &response.refresh_token) {
         (Ok(()), Some(base), _) => Answer::Tokens(base.next(response, call.sent_at)),
         (Ok(()), None, _) => {
-            let generation = call.stored.map_or(0, TokenRecord::generation).saturating_add(1);
+            let generation = call
+                .stored
+                .map_or(0, TokenRecord::generation)
+                .saturating_add(1);
             Answer::Tokens(
                 TokenSet::from_response(response, call.sent_at, generation)
                     .bound_to(rules.binding.clone()),

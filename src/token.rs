@@ -411,7 +411,7 @@ pub(crate) mod unix_time {
         let micros = value
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |elapsed| elapsed.as_micros() as u64);
-        if micros % 1_000_000 == 0 {
+        if micros.is_multiple_of(1_000_000) {
             serializer.serialize_u64(micros / 1_000_000)
         } else {
             // Exact enough: below 2^53 microseconds (year 2255), the nearest f64 rounds back.
@@ -434,8 +434,8 @@ mod tests {
     use super::*;
 
     fn response(refresh: Option<&str>) -> TokenResponse {
-        let response = TokenResponse::new(AccessToken::new("at-2"))
-            .with_expires_in(Duration::from_secs(3600));
+        let response =
+            TokenResponse::new(AccessToken::new("at-2")).with_expires_in(Duration::from_secs(3600));
         match refresh {
             Some(refresh) => response.with_refresh_token(RefreshToken::new(refresh)),
             None => response,

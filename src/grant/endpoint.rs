@@ -91,10 +91,14 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
     };
     let authority = rest.trim_start_matches(['/', '\\']);
     let lead = &rest[..rest.len() - authority.len()];
-    let authority_end = authority.find(['/', '?', '#', '\\']).unwrap_or(authority.len());
+    let authority_end = authority
+        .find(['/', '?', '#', '\\'])
+        .unwrap_or(authority.len());
     match authority[..authority_end].rfind('@') {
         Some(at) => {
-            let scheme = scheme.map(|scheme| format!("{scheme}:")).unwrap_or_default();
+            let scheme = scheme
+                .map(|scheme| format!("{scheme}:"))
+                .unwrap_or_default();
             format!("{scheme}{lead}[redacted]@{}", &authority[at + 1..])
         }
         None => url.to_owned(),

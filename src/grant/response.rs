@@ -146,7 +146,9 @@ fn success(raw: RawBody, secrets: &[&str]) -> Result<TokenResponse, InvalidRespo
     match raw.token_type {
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => {}
         Some(Value::String(kind)) => {
-            return Err(InvalidResponse::UnsupportedTokenType(sanitize(&kind, secrets)))
+            return Err(InvalidResponse::UnsupportedTokenType(sanitize(
+                &kind, secrets,
+            )))
         }
         _ => return Err(InvalidResponse::UnsupportedTokenType(String::new())),
     }

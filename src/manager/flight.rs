@@ -42,7 +42,9 @@ impl Inner {
                 let state = slot.state();
                 match &**state {
                     KeyState::Active(token) if !token.is(seen.as_ref()) => {
-                        if let Some(token) = PublishedToken::from_state(arc_swap::Guard::into_inner(state)) {
+                        if let Some(token) =
+                            PublishedToken::from_state(arc_swap::Guard::into_inner(state))
+                        {
                             return Ok(token);
                         }
                     }

@@ -68,7 +68,10 @@ impl Inner {
                 // Initial tokens are for a key this process never saw a record of.
                 self.initial_used.store(true, Ordering::Release);
             }
-            let step = policy::decide(&self.facts(&writer, &run, held.as_ref(), &lock), &self.rules);
+            let step = policy::decide(
+                &self.facts(&writer, &run, held.as_ref(), &lock),
+                &self.rules,
+            );
             log::trace!(%key, ?step, "next step");
             match step {
                 Step::Use => return writer.token().map(Some).ok_or(Error::RefreshAborted),
@@ -106,7 +109,10 @@ impl Inner {
                     }
                     run.called = true;
                 }
-                Step::End(reason) => self.end(&mut writer, &mut run, held.as_ref(), reason, None).await,
+                Step::End(reason) => {
+                    self.end(&mut writer, &mut run, held.as_ref(), reason, None)
+                        .await
+                }
             }
         }
         log::warn!(%key, "the store kept changing while locked; giving up this run");
@@ -165,7 +171,10 @@ impl Inner {
     /// Saves the held record over its parent.
     async fn resave(&self, writer: &mut KeyWriter<'_>, run: &mut Run, held: Option<TokenRecord>) {
         let Some(held) = held else { return };
-        match self.save(&writer.key().clone(), &held, run.stored.as_ref()).await {
+        match self
+            .save(&writer.key().clone(), &held, run.stored.as_ref())
+            .await
+        {
             Ok(SaveOutcome::Saved) => {
                 run.stored = Some(held);
                 writer.mark_saved();
@@ -225,7 +234,9 @@ impl Inner {
                 // Another process may have rotated past us, or a login happened meanwhile.
                 match self.store.load(&key).await {
                     Ok(stored) => run.stored = stored,
-                    Err(load) => log::warn!(%key, error = %load, "cannot re-read the store after invalid_grant"),
+                    Err(load) => {
+                        log::warn!(%key, error = %load, "cannot re-read the store after invalid_grant")
+                    }
                 }
                 let held = writer.held();
                 let facts = self.facts(writer, run, held.as_ref(), lock);
@@ -233,8 +244,14 @@ impl Inner {
                     Step::Adopt => self.adopt(writer, run, held.as_ref()),
                     Step::Fail(refusal) => Err(self.refusal(writer, refusal)),
                     _ => {
-                        self.end(writer, run, held.as_ref(), EndReason::InvalidGrant, Some(error))
-                            .await;
+                        self.end(
+                            writer,
+                            run,
+                            held.as_ref(),
+                            EndReason::InvalidGrant,
+                            Some(error),
+                        )
+                        .await;
                         Ok(())
                     }
                 }
@@ -251,7 +268,10 @@ impl Inner {
         tokens: TokenSet,
     ) -> Result<bool, Error> {
         let record = TokenRecord::Tokens(tokens);
-        match self.save(&writer.key().clone(), &record, run.stored.as_ref()).await {
+        match self
+            .save(&writer.key().clone(), &record, run.stored.as_ref())
+            .await
+        {
             Ok(SaveOutcome::Saved) => {
                 writer.hold(Some(record.clone()), None, self.config.leeway, None)?;
                 run.stored = Some(record);
@@ -265,7 +285,12 @@ impl Inner {
             Err(error) => {
                 // Used from memory, saved later: the new refresh token must not be lost.
                 let parent = run.stored.as_ref().map(|stored| stored.revision().clone());
-                writer.hold(Some(record), Some(Unsaved { parent }), self.config.leeway, None)?;
+                writer.hold(
+                    Some(record),
+                    Some(Unsaved { parent }),
+                    self.config.leeway,
+                    None,
+                )?;
                 run.store_behind = true;
                 run.save_failed = Some(error);
                 self.retry_save_later(writer);
@@ -290,11 +315,18 @@ impl Inner {
     }
 
     /// Saves the initial tokens, and holds them.
-    async fn seed(self: &Arc<Self>, writer: &mut KeyWriter<'_>, run: &mut Run) -> Result<(), Error> {
+    async fn seed(
+        self: &Arc<Self>,
+        writer: &mut KeyWriter<'_>,
+        run: &mut Run,
+    ) -> Result<(), Error> {
         let Some((_, initial)) = &self.config.initial else {
             return Ok(());
         };
-        let tokens = initial.clone().renewed(1).bound_to(self.rules.binding.clone());
+        let tokens = initial
+            .clone()
+            .renewed(1)
+            .bound_to(self.rules.binding.clone());
         self.keep(writer, run, tokens).await.map(drop)
     }
 
@@ -310,7 +342,9 @@ impl Inner {
             return Ok(true);
         };
         let generation = policy::next_generation(held, run.stored.as_ref());
-        let tokens = tokens.renewed(generation).bound_to(self.rules.binding.clone());
+        let tokens = tokens
+            .renewed(generation)
+            .bound_to(self.rules.binding.clone());
         writer.hold_back(None);
         self.keep(writer, run, tokens).await
     }
@@ -458,4 +492,3 @@ impl Inner {
             && !self.initial_used.load(Ordering::Acquire)
     }
 }
-

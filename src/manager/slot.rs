@@ -96,6 +96,9 @@ impl std::ops::Deref for PublishedToken {
 }
 
 /// What a key's callers see.
+// The token is inline on purpose: a state is allocated once per change behind an `Arc`, and
+// every request reads the token; a box would add a pointer hop to each read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum KeyState {
     /// Not read from the store yet.
@@ -225,7 +228,9 @@ impl KeyWriter<'_> {
         cause: Option<Error>,
     ) -> Result<(), Error> {
         let state = match record {
-            Some(TokenRecord::Tokens(tokens)) => KeyState::Active(ActiveToken::new(tokens, leeway)?),
+            Some(TokenRecord::Tokens(tokens)) => {
+                KeyState::Active(ActiveToken::new(tokens, leeway)?)
+            }
             record => {
                 let error = cause.unwrap_or_else(|| self.reauthorization(record.as_ref()));
                 KeyState::Unusable(Box::new(Unusable {
@@ -242,7 +247,10 @@ impl KeyWriter<'_> {
 
     /// Publishes `error` for a key that holds nothing (callers fail fast until the recheck).
     pub(super) fn refuse(&mut self, error: Error) {
-        if matches!(**self.slot.state.load(), KeyState::Unloaded | KeyState::Unusable(_)) {
+        if matches!(
+            **self.slot.state.load(),
+            KeyState::Unloaded | KeyState::Unusable(_)
+        ) {
             let record = self.held();
             let unsaved = self.book.unsaved.take();
             let _ = self.hold(record, unsaved, Duration::ZERO, Some(error));

@@ -164,30 +164,144 @@ fn sending_a_request() {
     let foreign = Refusal::Foreign(Arc::from("https://other.example/token them"));
     check(
         vec![
-            ("nothing anywhere", case(Intent::Send), Step::Fail(Refusal::NoTokens)),
-            ("first run with initial tokens", case(Intent::Send).with(|c| c.initial = true), Step::Seed),
-            ("nothing, but the grant mints", case(Intent::Send).with(|c| c.rules.can_mint = true), Step::Mint),
-            ("first load", case(Intent::Send).storing(&r.fresh), Step::Adopt),
-            ("in sync, not due", case(Intent::Send).in_sync(&r.fresh), Step::Use),
+            (
+                "nothing anywhere",
+                case(Intent::Send),
+                Step::Fail(Refusal::NoTokens),
+            ),
+            (
+                "first run with initial tokens",
+                case(Intent::Send).with(|c| c.initial = true),
+                Step::Seed,
+            ),
+            (
+                "nothing, but the grant mints",
+                case(Intent::Send).with(|c| c.rules.can_mint = true),
+                Step::Mint,
+            ),
+            (
+                "first load",
+                case(Intent::Send).storing(&r.fresh),
+                Step::Adopt,
+            ),
+            (
+                "in sync, not due",
+                case(Intent::Send).in_sync(&r.fresh),
+                Step::Use,
+            ),
             ("in sync, due", case(Intent::Send).in_sync(&r.due), REFRESH),
-            ("due while backing off", case(Intent::Send).in_sync(&r.due).with(|c| c.backing_off = true), BACKING_OFF),
-            ("due, but the lock was lost", case(Intent::Send).in_sync(&r.due).with(|c| c.lock_lost = true), Step::Fail(Refusal::LockLost)),
-            ("due after this flight's call", case(Intent::Send).in_sync(&r.due).with(|c| c.called = true), Step::Use),
-            ("another process refreshed", case(Intent::Send).holding(&r.due).storing(&r.newer), Step::Adopt),
-            ("ours unsaved, parent stored", case(Intent::Send).holding(&r.due).unsaved_over(Some(&r.fresh)).storing(&r.fresh), Step::Resave),
-            ("ours unsaved over nothing, nothing stored", case(Intent::Send).holding(&r.fresh).unsaved_over(None), Step::Resave),
-            ("ours unsaved, someone else wrote since", case(Intent::Send).holding(&r.due).unsaved_over(Some(&r.fresh)).storing(&r.newer), Step::Adopt),
-            ("ours unsaved, re-save failed", case(Intent::Send).holding(&r.due).unsaved_over(Some(&r.fresh)).storing(&r.fresh).with(|c| c.store_behind = true), REFRESH),
-            ("logged out elsewhere", case(Intent::Send).holding(&r.fresh).storing(&r.ended), Step::Adopt),
-            ("grant ended", case(Intent::Send).in_sync(&r.ended), Step::Fail(Refusal::Ended(EndReason::LoggedOut))),
-            ("grant ended, initial tokens never come back", case(Intent::Send).in_sync(&r.ended).with(|c| c.initial = true), Step::Fail(Refusal::Ended(EndReason::LoggedOut))),
-            ("grant ended, the grant mints", case(Intent::Send).in_sync(&r.ended).with(|c| c.rules.can_mint = true), Step::Mint),
-            ("record removed by someone else", case(Intent::Send).holding(&r.fresh), Step::Adopt),
-            ("another server's record", case(Intent::Send).storing(&r.foreign), Step::Fail(foreign.clone())),
-            ("another server's record, over ours", case(Intent::Send).holding(&r.fresh).storing(&r.foreign), Step::Fail(foreign)),
-            ("an unbound record", case(Intent::Send).storing(&r.unbound), Step::Fail(Refusal::Unbound)),
-            ("an unbound record, allowed", case(Intent::Send).storing(&r.unbound).with(|c| c.rules.accept_unbound = true), Step::Adopt),
-            ("no binding to check against", case(Intent::Send).storing(&r.foreign).with(|c| c.rules.binding = None), Step::Adopt),
+            (
+                "due while backing off",
+                case(Intent::Send)
+                    .in_sync(&r.due)
+                    .with(|c| c.backing_off = true),
+                BACKING_OFF,
+            ),
+            (
+                "due, but the lock was lost",
+                case(Intent::Send)
+                    .in_sync(&r.due)
+                    .with(|c| c.lock_lost = true),
+                Step::Fail(Refusal::LockLost),
+            ),
+            (
+                "due after this flight's call",
+                case(Intent::Send).in_sync(&r.due).with(|c| c.called = true),
+                Step::Use,
+            ),
+            (
+                "another process refreshed",
+                case(Intent::Send).holding(&r.due).storing(&r.newer),
+                Step::Adopt,
+            ),
+            (
+                "ours unsaved, parent stored",
+                case(Intent::Send)
+                    .holding(&r.due)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.fresh),
+                Step::Resave,
+            ),
+            (
+                "ours unsaved over nothing, nothing stored",
+                case(Intent::Send).holding(&r.fresh).unsaved_over(None),
+                Step::Resave,
+            ),
+            (
+                "ours unsaved, someone else wrote since",
+                case(Intent::Send)
+                    .holding(&r.due)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.newer),
+                Step::Adopt,
+            ),
+            (
+                "ours unsaved, re-save failed",
+                case(Intent::Send)
+                    .holding(&r.due)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.fresh)
+                    .with(|c| c.store_behind = true),
+                REFRESH,
+            ),
+            (
+                "logged out elsewhere",
+                case(Intent::Send).holding(&r.fresh).storing(&r.ended),
+                Step::Adopt,
+            ),
+            (
+                "grant ended",
+                case(Intent::Send).in_sync(&r.ended),
+                Step::Fail(Refusal::Ended(EndReason::LoggedOut)),
+            ),
+            (
+                "grant ended, initial tokens never come back",
+                case(Intent::Send)
+                    .in_sync(&r.ended)
+                    .with(|c| c.initial = true),
+                Step::Fail(Refusal::Ended(EndReason::LoggedOut)),
+            ),
+            (
+                "grant ended, the grant mints",
+                case(Intent::Send)
+                    .in_sync(&r.ended)
+                    .with(|c| c.rules.can_mint = true),
+                Step::Mint,
+            ),
+            (
+                "record removed by someone else",
+                case(Intent::Send).holding(&r.fresh),
+                Step::Adopt,
+            ),
+            (
+                "another server's record",
+                case(Intent::Send).storing(&r.foreign),
+                Step::Fail(foreign.clone()),
+            ),
+            (
+                "another server's record, over ours",
+                case(Intent::Send).holding(&r.fresh).storing(&r.foreign),
+                Step::Fail(foreign),
+            ),
+            (
+                "an unbound record",
+                case(Intent::Send).storing(&r.unbound),
+                Step::Fail(Refusal::Unbound),
+            ),
+            (
+                "an unbound record, allowed",
+                case(Intent::Send)
+                    .storing(&r.unbound)
+                    .with(|c| c.rules.accept_unbound = true),
+                Step::Adopt,
+            ),
+            (
+                "no binding to check against",
+                case(Intent::Send)
+                    .storing(&r.foreign)
+                    .with(|c| c.rules.binding = None),
+                Step::Adopt,
+            ),
         ],
         decide,
     );
@@ -198,14 +312,61 @@ fn answering_a_rejection() {
     let r = records();
     check(
         vec![
-            ("the rejected token is the newest", case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh), Step::Refresh { cooldown: true }),
-            ("a newer token is held", case(Intent::Replace).in_sync(&r.newer).seeing(&r.fresh), Step::Use),
-            ("a newer token is stored", case(Intent::Replace).holding(&r.fresh).storing(&r.newer).seeing(&r.fresh), Step::Adopt),
-            ("rejected again within the cooldown", case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh).with(|c| c.cooling_down = true), Step::Use),
-            ("rejected while backing off", case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh).with(|c| c.backing_off = true), BACKING_OFF),
-            ("rejected, lock lost", case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh).with(|c| c.lock_lost = true), Step::Fail(Refusal::LockLost)),
-            ("after this flight's call", case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh).with(|c| c.called = true), Step::Use),
-            ("the grant ended meanwhile", case(Intent::Replace).in_sync(&r.ended).seeing(&r.fresh), Step::Fail(Refusal::Ended(EndReason::LoggedOut))),
+            (
+                "the rejected token is the newest",
+                case(Intent::Replace).in_sync(&r.fresh).seeing(&r.fresh),
+                Step::Refresh { cooldown: true },
+            ),
+            (
+                "a newer token is held",
+                case(Intent::Replace).in_sync(&r.newer).seeing(&r.fresh),
+                Step::Use,
+            ),
+            (
+                "a newer token is stored",
+                case(Intent::Replace)
+                    .holding(&r.fresh)
+                    .storing(&r.newer)
+                    .seeing(&r.fresh),
+                Step::Adopt,
+            ),
+            (
+                "rejected again within the cooldown",
+                case(Intent::Replace)
+                    .in_sync(&r.fresh)
+                    .seeing(&r.fresh)
+                    .with(|c| c.cooling_down = true),
+                Step::Use,
+            ),
+            (
+                "rejected while backing off",
+                case(Intent::Replace)
+                    .in_sync(&r.fresh)
+                    .seeing(&r.fresh)
+                    .with(|c| c.backing_off = true),
+                BACKING_OFF,
+            ),
+            (
+                "rejected, lock lost",
+                case(Intent::Replace)
+                    .in_sync(&r.fresh)
+                    .seeing(&r.fresh)
+                    .with(|c| c.lock_lost = true),
+                Step::Fail(Refusal::LockLost),
+            ),
+            (
+                "after this flight's call",
+                case(Intent::Replace)
+                    .in_sync(&r.fresh)
+                    .seeing(&r.fresh)
+                    .with(|c| c.called = true),
+                Step::Use,
+            ),
+            (
+                "the grant ended meanwhile",
+                case(Intent::Replace).in_sync(&r.ended).seeing(&r.fresh),
+                Step::Fail(Refusal::Ended(EndReason::LoggedOut)),
+            ),
         ],
         decide,
     );
@@ -214,28 +375,120 @@ fn answering_a_rejection() {
 #[test]
 fn setting_clearing_revoking_and_syncing() {
     let r = records();
-    let foreign = Step::Fail(Refusal::Foreign(Arc::from("https://other.example/token them")));
+    let foreign = Step::Fail(Refusal::Foreign(Arc::from(
+        "https://other.example/token them",
+    )));
     check(
         vec![
-            ("set over anything", case(Intent::Set).holding(&r.fresh).storing(&r.foreign), Step::Replace),
+            (
+                "set over anything",
+                case(Intent::Set).holding(&r.fresh).storing(&r.foreign),
+                Step::Replace,
+            ),
             ("set with nothing stored", case(Intent::Set), Step::Replace),
-            ("clear tokens", case(Intent::Clear).in_sync(&r.fresh), Step::End(EndReason::LoggedOut)),
-            ("clear nothing: remembered too", case(Intent::Clear), Step::End(EndReason::LoggedOut)),
-            ("clear twice", case(Intent::Clear).in_sync(&r.ended), Step::Done),
-            ("clear another server's record", case(Intent::Clear).storing(&r.foreign), foreign.clone()),
-            ("clear with ours unsaved", case(Intent::Clear).holding(&r.newer).unsaved_over(Some(&r.fresh)).storing(&r.fresh), Step::Resave),
-            ("revoke", case(Intent::Revoke).in_sync(&r.fresh), Step::Revoke),
-            ("revoke while backing off", case(Intent::Revoke).in_sync(&r.fresh).with(|c| c.backing_off = true), Step::Revoke),
-            ("revoked at the server", case(Intent::Revoke).in_sync(&r.fresh).with(|c| c.called = true), Step::End(EndReason::Revoked)),
-            ("revoke, lock lost", case(Intent::Revoke).in_sync(&r.fresh).with(|c| c.lock_lost = true), Step::Fail(Refusal::LockLost)),
-            ("revoke another server's record", case(Intent::Revoke).storing(&r.foreign), foreign),
-            ("revoke an unbound record", case(Intent::Revoke).storing(&r.unbound), Step::Fail(Refusal::Unbound)),
-            ("revoke the newest: ours unsaved", case(Intent::Revoke).holding(&r.newer).unsaved_over(Some(&r.fresh)).storing(&r.fresh), Step::Resave),
-            ("revoke an ended grant", case(Intent::Revoke).in_sync(&r.ended), Step::Done),
-            ("revoke nothing", case(Intent::Revoke), Step::End(EndReason::LoggedOut)),
-            ("sync, in sync", case(Intent::Sync).in_sync(&r.fresh), Step::Done),
-            ("sync, parent stored", case(Intent::Sync).holding(&r.newer).unsaved_over(Some(&r.fresh)).storing(&r.fresh), Step::Resave),
-            ("sync, someone else wrote", case(Intent::Sync).holding(&r.newer).unsaved_over(Some(&r.fresh)).storing(&r.due), Step::Adopt),
+            (
+                "clear tokens",
+                case(Intent::Clear).in_sync(&r.fresh),
+                Step::End(EndReason::LoggedOut),
+            ),
+            (
+                "clear nothing: remembered too",
+                case(Intent::Clear),
+                Step::End(EndReason::LoggedOut),
+            ),
+            (
+                "clear twice",
+                case(Intent::Clear).in_sync(&r.ended),
+                Step::Done,
+            ),
+            (
+                "clear another server's record",
+                case(Intent::Clear).storing(&r.foreign),
+                foreign.clone(),
+            ),
+            (
+                "clear with ours unsaved",
+                case(Intent::Clear)
+                    .holding(&r.newer)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.fresh),
+                Step::Resave,
+            ),
+            (
+                "revoke",
+                case(Intent::Revoke).in_sync(&r.fresh),
+                Step::Revoke,
+            ),
+            (
+                "revoke while backing off",
+                case(Intent::Revoke)
+                    .in_sync(&r.fresh)
+                    .with(|c| c.backing_off = true),
+                Step::Revoke,
+            ),
+            (
+                "revoked at the server",
+                case(Intent::Revoke)
+                    .in_sync(&r.fresh)
+                    .with(|c| c.called = true),
+                Step::End(EndReason::Revoked),
+            ),
+            (
+                "revoke, lock lost",
+                case(Intent::Revoke)
+                    .in_sync(&r.fresh)
+                    .with(|c| c.lock_lost = true),
+                Step::Fail(Refusal::LockLost),
+            ),
+            (
+                "revoke another server's record",
+                case(Intent::Revoke).storing(&r.foreign),
+                foreign,
+            ),
+            (
+                "revoke an unbound record",
+                case(Intent::Revoke).storing(&r.unbound),
+                Step::Fail(Refusal::Unbound),
+            ),
+            (
+                "revoke the newest: ours unsaved",
+                case(Intent::Revoke)
+                    .holding(&r.newer)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.fresh),
+                Step::Resave,
+            ),
+            (
+                "revoke an ended grant",
+                case(Intent::Revoke).in_sync(&r.ended),
+                Step::Done,
+            ),
+            (
+                "revoke nothing",
+                case(Intent::Revoke),
+                Step::End(EndReason::LoggedOut),
+            ),
+            (
+                "sync, in sync",
+                case(Intent::Sync).in_sync(&r.fresh),
+                Step::Done,
+            ),
+            (
+                "sync, parent stored",
+                case(Intent::Sync)
+                    .holding(&r.newer)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.fresh),
+                Step::Resave,
+            ),
+            (
+                "sync, someone else wrote",
+                case(Intent::Sync)
+                    .holding(&r.newer)
+                    .unsaved_over(Some(&r.fresh))
+                    .storing(&r.due),
+                Step::Adopt,
+            ),
         ],
         decide,
     );
@@ -246,12 +499,41 @@ fn after_invalid_grant_and_a_fresh_look_at_the_store() {
     let r = records();
     check(
         vec![
-            ("nothing newer", case(Intent::Send).in_sync(&r.due), Step::End(EndReason::InvalidGrant)),
-            ("another process rotated", case(Intent::Send).holding(&r.due).storing(&r.newer), Step::Adopt),
-            ("a login happened (ended record replaced)", case(Intent::Send).holding(&r.ended).storing(&r.fresh), Step::Adopt),
-            ("another server's record appeared", case(Intent::Send).holding(&r.due).storing(&r.foreign), Step::Fail(Refusal::Foreign(Arc::from("https://other.example/token them")))),
-            ("ours unsaved, parent stored: the same grant", case(Intent::Send).holding(&r.newer).unsaved_over(Some(&r.due)).storing(&r.due), Step::End(EndReason::InvalidGrant)),
-            ("the record was removed", case(Intent::Send).holding(&r.due), Step::End(EndReason::InvalidGrant)),
+            (
+                "nothing newer",
+                case(Intent::Send).in_sync(&r.due),
+                Step::End(EndReason::InvalidGrant),
+            ),
+            (
+                "another process rotated",
+                case(Intent::Send).holding(&r.due).storing(&r.newer),
+                Step::Adopt,
+            ),
+            (
+                "a login happened (ended record replaced)",
+                case(Intent::Send).holding(&r.ended).storing(&r.fresh),
+                Step::Adopt,
+            ),
+            (
+                "another server's record appeared",
+                case(Intent::Send).holding(&r.due).storing(&r.foreign),
+                Step::Fail(Refusal::Foreign(Arc::from(
+                    "https://other.example/token them",
+                ))),
+            ),
+            (
+                "ours unsaved, parent stored: the same grant",
+                case(Intent::Send)
+                    .holding(&r.newer)
+                    .unsaved_over(Some(&r.due))
+                    .storing(&r.due),
+                Step::End(EndReason::InvalidGrant),
+            ),
+            (
+                "the record was removed",
+                case(Intent::Send).holding(&r.due),
+                Step::End(EndReason::InvalidGrant),
+            ),
         ],
         after_invalid_grant,
     );
@@ -265,7 +547,11 @@ fn base() -> TokenSet {
         .renewed(4)
 }
 
-fn answer(base: Option<&TokenSet>, previous: Option<Duration>, result: Result<TokenResponse, Error>) -> Answer {
+fn answer(
+    base: Option<&TokenSet>,
+    previous: Option<Duration>,
+    result: Result<TokenResponse, Error>,
+) -> Answer {
     let stored = TokenRecord::Tokens(base.cloned().unwrap_or_else(super::tests::base));
     let call = Call {
         base,
@@ -277,7 +563,8 @@ fn answer(base: Option<&TokenSet>, previous: Option<Duration>, result: Result<To
 }
 
 fn response(access: &str, refresh: Option<&str>) -> TokenResponse {
-    let response = TokenResponse::new(AccessToken::new(access)).with_expires_in(Duration::from_secs(60));
+    let response =
+        TokenResponse::new(AccessToken::new(access)).with_expires_in(Duration::from_secs(60));
     match refresh {
         Some(refresh) => response.with_refresh_token(RefreshToken::new(refresh)),
         None => response,
@@ -318,10 +605,17 @@ fn a_usable_answer_makes_the_next_set() {
 #[test]
 fn an_unusable_answer_that_rotated_keeps_the_new_refresh_token() {
     let base = base();
-    match answer(Some(&base), None, Ok(response("not a b64token", Some("rt-2")))) {
+    match answer(
+        Some(&base),
+        None,
+        Ok(response("not a b64token", Some("rt-2"))),
+    ) {
         Answer::KeepRotation { kept, error, pause } => {
             assert_eq!(kept.refresh_token().unwrap().secret(), "rt-2");
-            assert!(kept.is_expired_at(SystemTime::now()), "the next request refreshes");
+            assert!(
+                kept.is_expired_at(SystemTime::now()),
+                "the next request refreshes"
+            );
             assert_ne!(kept.revision(), base.revision());
             assert!(matches!(error, Error::InvalidResponse(_)));
             assert_eq!(pause, Duration::from_secs(5));
@@ -340,10 +634,26 @@ fn failures_back_off_by_kind() {
     let transient = || Err(Error::Transient(TransientError::Timeout));
     let cases: Vec<(Option<Duration>, Result<TokenResponse, Error>, Duration)> = vec![
         (None, transient(), Duration::from_secs(1)),
-        (Some(Duration::from_secs(1)), transient(), Duration::from_secs(2)),
-        (Some(Duration::from_secs(20)), transient(), Duration::from_secs(30)),
-        (None, Err(Error::ClientRejected(oauth(ErrorCode::InvalidClient))), Duration::from_secs(5)),
-        (Some(Duration::from_secs(200)), Err(Error::TokenEndpoint(oauth(ErrorCode::InvalidRequest))), Duration::from_secs(300)),
+        (
+            Some(Duration::from_secs(1)),
+            transient(),
+            Duration::from_secs(2),
+        ),
+        (
+            Some(Duration::from_secs(20)),
+            transient(),
+            Duration::from_secs(30),
+        ),
+        (
+            None,
+            Err(Error::ClientRejected(oauth(ErrorCode::InvalidClient))),
+            Duration::from_secs(5),
+        ),
+        (
+            Some(Duration::from_secs(200)),
+            Err(Error::TokenEndpoint(oauth(ErrorCode::InvalidRequest))),
+            Duration::from_secs(300),
+        ),
     ];
     for (previous, result, expected) in cases {
         match answer(Some(&base), previous, result) {
@@ -355,7 +665,10 @@ fn failures_back_off_by_kind() {
         key: TokenKey::default(),
         reason: ReauthorizationReason::InvalidGrant(oauth(ErrorCode::InvalidGrant)),
     };
-    assert!(matches!(answer(Some(&base), None, Err(dead)), Answer::InvalidGrant(_)));
+    assert!(matches!(
+        answer(Some(&base), None, Err(dead)),
+        Answer::InvalidGrant(_)
+    ));
 }
 
 #[test]
@@ -373,11 +686,18 @@ fn the_hold_back_is_jittered_but_honours_retry_after() {
 
 #[test]
 fn callers_wait_briefly_for_a_backed_off_refresh_and_keep_valid_tokens() {
-    let soon = Error::Transient(TransientError::BackingOff { retry_in: Duration::from_secs(2) });
-    let later = Error::Transient(TransientError::BackingOff { retry_in: Duration::from_secs(20) });
+    let soon = Error::Transient(TransientError::BackingOff {
+        retry_in: Duration::from_secs(2),
+    });
+    let later = Error::Transient(TransientError::BackingOff {
+        retry_in: Duration::from_secs(20),
+    });
     assert_eq!(wait_for_retry(&soon), Some(Duration::from_secs(2)));
     assert_eq!(wait_for_retry(&later), None);
-    assert_eq!(wait_for_retry(&Error::Transient(TransientError::Timeout)), None);
+    assert_eq!(
+        wait_for_retry(&Error::Transient(TransientError::Timeout)),
+        None
+    );
 
     let valid = base().with_expires_at(SystemTime::now() + Duration::from_secs(30));
     let expired = base().with_expires_at(UNIX_EPOCH + Duration::from_secs(1));

@@ -633,7 +633,10 @@ mod tests {
             SaveOutcome::Saved
         );
         let bob = tokens(7);
-        assert_eq!(store.save(&b, &bob, None).await.unwrap(), SaveOutcome::Saved);
+        assert_eq!(
+            store.save(&b, &bob, None).await.unwrap(),
+            SaveOutcome::Saved
+        );
         assert_eq!(store.load(&b).await.unwrap(), Some(bob.clone()));
         let json: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.file()).unwrap()).unwrap();

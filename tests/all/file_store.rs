@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    Event, FileTokenStore, RefreshTokenGrant, StoreErrorKind, TokenKey, TokenRefreshMiddleware,
-    TokenSet, TokenStore,
+    Event, FileTokenStore, RefreshTokenGrant, StoreErrorKind, TokenKey, TokenRecord,
+    TokenRefreshMiddleware, TokenStore,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -236,7 +236,7 @@ async fn d5_d7_six_processes_sharing_a_file_refresh_once_per_token_lifetime() {
         .unwrap();
     assert_eq!(stored.generation(), 1 + ROUNDS);
     assert_eq!(
-        stored.refresh_token().unwrap().secret(),
+        stored.tokens().unwrap().refresh_token().unwrap().secret(),
         server.current_refresh_token().unwrap()
     );
 }
@@ -279,13 +279,14 @@ const KILLS: usize = 300;
 
 /// The document the crash writer stores at generation `n`: large enough that a torn write
 /// would show, and fully determined by `n`.
-fn crash_tokens(n: u64) -> TokenSet {
+fn crash_tokens(n: u64) -> TokenRecord {
     serde_json::from_value(serde_json::json!({
         "access_token": format!("at-{n}"),
         "refresh_token": format!("rt-{n}"),
         "token_type": "Bearer",
         "scope": format!("{n} {}", "x".repeat(32 * 1024)),
         "generation": n,
+        "revision": format!("crash-{n}"),
     }))
     .unwrap()
 }
@@ -364,10 +365,11 @@ fn child_crash_writer() {
     runtime().block_on(async {
         loop {
             let _lock = store.lock(&key).await.unwrap();
-            let current = store.load(&key).await.unwrap().map(|t| t.generation());
-            let next = current.unwrap_or(0) + 1;
+            let current = store.load(&key).await.unwrap();
+            let next = current.as_ref().map_or(0, TokenRecord::generation) + 1;
             println!("{SAY}saving {next}");
-            let outcome = store.save(&key, &crash_tokens(next), current).await;
+            let expected = current.as_ref().map(TokenRecord::revision);
+            let outcome = store.save(&key, &crash_tokens(next), expected).await;
             assert_eq!(outcome.unwrap(), reqwest_token_refresh::SaveOutcome::Saved);
             println!("{SAY}saved {next}");
         }
@@ -404,8 +406,12 @@ fn child_umask_writer() {
     let key = TokenKey::default();
     runtime().block_on(async {
         let _lock = store.lock(&key).await.unwrap();
-        let _ = store.save(&key, &crash_tokens(1), None).await.unwrap();
-        let _ = store.save(&key, &crash_tokens(2), Some(1)).await.unwrap();
+        let first = crash_tokens(1);
+        let _ = store.save(&key, &first, None).await.unwrap();
+        let _ = store
+            .save(&key, &crash_tokens(2), Some(first.revision()))
+            .await
+            .unwrap();
     });
     // Prove the umask was in force: a file created without an explicit mode is world-writable.
     let probe = PathBuf::from(env(FILE)).with_file_name("probe");

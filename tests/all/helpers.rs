@@ -36,14 +36,23 @@ pub async fn client_with_tokens(
     built_with_tokens(builder(server), tokens).await
 }
 
-/// `tokens` at `generation`. `set_tokens` assigns generations and `TokenSet::with_generation`
-/// is crate-private, so store-level tests set them through the JSON form.
-#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
-pub fn with_generation(
+/// `tokens` as a stored record at `generation`, with a revision of its own. The middleware
+/// assigns generations itself, so store-level tests set them through the JSON form.
+pub fn record(
     tokens: reqwest_token_refresh::TokenSet,
     generation: u64,
-) -> reqwest_token_refresh::TokenSet {
+) -> reqwest_token_refresh::TokenRecord {
     let mut json = serde_json::to_value(&tokens).expect("token set serializes");
     json["generation"] = generation.into();
-    serde_json::from_value(json).expect("token set deserializes")
+    json["revision"] = reqwest_token_refresh::Revision::random().as_str().into();
+    serde_json::from_value(json).expect("token record deserializes")
+}
+
+/// `tokens` bound to the authorization server of [`builder`]'s grant for `server`, as a login
+/// tool writing to the store directly would bind them.
+pub fn bound(
+    tokens: reqwest_token_refresh::TokenSet,
+    server: &AuthServer,
+) -> reqwest_token_refresh::TokenSet {
+    tokens.with_issued_for(format!("{} test-client", server.token_url()))
 }

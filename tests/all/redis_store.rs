@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest_token_refresh::{
     AccessToken, EncryptionKey, Error, KeyRing, RedisTokenStore, RefreshToken, RefreshTokenGrant,
-    SaveOutcome, StoreErrorKind, TokenKey, TokenRefresher, TokenResponse, TokenSet, TokenStore,
+    SaveOutcome, StoreErrorKind, TokenKey, TokenRecord, TokenRefresher, TokenResponse, TokenSet,
+    TokenStore,
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, built_with_tokens, client, with_generation};
+use crate::helpers::{bound, builder, built_with_tokens, client, record};
 use crate::workers::{self, Workers};
 
 const WORKERS: usize = 4;
@@ -81,13 +82,13 @@ async fn round_trip_and_no_token_bytes_in_redis() {
     };
     let key = TokenKey::new("user-1");
     assert_eq!(store.load(&key).await.unwrap(), None);
-    let first = tokens("1");
+    let first = record(tokens("1"), 1);
     assert_eq!(
         store.save(&key, &first, None).await.unwrap(),
         SaveOutcome::Saved
     );
     let loaded = store.load(&key).await.unwrap().unwrap();
-    assert_eq!(loaded.refresh_token(), first.refresh_token());
+    assert_eq!(loaded, first);
 
     let mut redis = raw_connection().await;
     let raw: Vec<Vec<u8>> = redis::cmd("HVALS")
@@ -110,18 +111,18 @@ async fn d8_conditional_saves_let_exactly_one_writer_win() {
         return;
     };
     let key = TokenKey::new("user-1");
-    let base = with_generation(tokens("1"), 1);
+    let base = record(tokens("1"), 1);
     assert_eq!(
         store.save(&key, &base, None).await.unwrap(),
         SaveOutcome::Saved
     );
-    let generation = store.load(&key).await.unwrap().unwrap().generation();
-    // Two writers both start from the stored generation and write the next one.
-    let a = with_generation(tokens("a"), generation + 1);
-    let b = with_generation(tokens("b"), generation + 1);
+    let stored = store.load(&key).await.unwrap().unwrap();
+    // Two writers both start from the stored record and write the next one.
+    let a = record(tokens("a"), 2);
+    let b = record(tokens("b"), 2);
     let (first, second) = tokio::join!(
-        store.save(&key, &a, Some(generation)),
-        store.save(&key, &b, Some(generation))
+        store.save(&key, &a, Some(stored.revision())),
+        store.save(&key, &b, Some(stored.revision()))
     );
     let outcomes = [first.unwrap(), second.unwrap()];
     let wins = outcomes
@@ -134,9 +135,78 @@ async fn d8_conditional_saves_let_exactly_one_writer_win() {
         .any(|o| matches!(o, SaveOutcome::Conflict { current: Some(_) })));
     // A first insert over an existing record is a conflict too.
     assert!(matches!(
-        store.save(&key, &tokens("c"), None).await.unwrap(),
+        store
+            .save(&key, &record(tokens("c"), 1), None)
+            .await
+            .unwrap(),
         SaveOutcome::Conflict { .. }
     ));
+}
+
+/// A logout, then a new login under the same key: the generation starts over, the revision
+/// does not, so a writer still expecting the first login's record cannot replace the second.
+#[tokio::test]
+async fn d8_a_new_login_at_the_same_generation_is_not_the_expected_record() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let first_login = record(tokens("user-1"), 1);
+    let _ = store.save(&key, &first_login, None).await.unwrap();
+    let second_login = record(tokens("user-2"), 1);
+    let _ = store
+        .save(&key, &second_login, Some(first_login.revision()))
+        .await
+        .unwrap();
+    let stale = record(tokens("user-1-rotated"), 2);
+    assert_eq!(
+        store
+            .save(&key, &stale, Some(first_login.revision()))
+            .await
+            .unwrap(),
+        SaveOutcome::Conflict {
+            current: Some(second_login.clone())
+        }
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(second_login));
+}
+
+/// Records written before revisions existed (a hash without `revision`) are read, compared as
+/// `legacy-<generation>`, and get a revision on their next save.
+#[tokio::test]
+async fn a_record_written_before_revisions_is_read_and_replaced() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    let mut legacy = serde_json::to_value(tokens("old")).unwrap();
+    legacy["generation"] = 3.into();
+    legacy.as_object_mut().unwrap().remove("revision");
+    let legacy: TokenRecord = serde_json::from_value(legacy).unwrap();
+    let sealed = key_ring().seal(&store.record_name(&key), &legacy).unwrap();
+    let mut redis = raw_connection().await;
+    let _: () = redis::cmd("HSET")
+        .arg(store.record_name(&key))
+        .arg("generation")
+        .arg("3")
+        .arg("sealed")
+        .arg(sealed)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.revision().as_str(), "legacy-3");
+    let next = record(tokens("new"), 4);
+    assert_eq!(
+        store
+            .save(&key, &next, Some(loaded.revision()))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(next));
 }
 
 #[tokio::test]
@@ -147,7 +217,10 @@ async fn a_value_copied_to_another_users_key_does_not_open() {
     };
     let alice = TokenKey::new("alice");
     let mallory = TokenKey::new("mallory");
-    let _ = store.save(&alice, &tokens("alice"), None).await.unwrap();
+    let _ = store
+        .save(&alice, &record(tokens("alice"), 1), None)
+        .await
+        .unwrap();
     let mut redis = raw_connection().await;
     let _: () = redis::cmd("COPY")
         .arg(store.record_name(&alice))
@@ -166,10 +239,8 @@ async fn a_tampered_value_is_an_error_and_is_left_in_place() {
         return;
     };
     let key = TokenKey::new("user-1");
-    let _ = store
-        .save(&key, &with_generation(tokens("1"), 1), None)
-        .await
-        .unwrap();
+    let first = record(tokens("1"), 1);
+    let _ = store.save(&key, &first, None).await.unwrap();
     let mut redis = raw_connection().await;
     let record = store.record_name(&key);
     let sealed: String = redis::cmd("HGET")
@@ -190,9 +261,12 @@ async fn a_tampered_value_is_an_error_and_is_left_in_place() {
         store.load(&key).await.unwrap_err().kind(),
         StoreErrorKind::Corrupt
     );
-    // Never silently replaced: a save expecting the old generation does not overwrite it.
-    let next = with_generation(tokens("2"), 2);
-    assert!(store.save(&key, &next, Some(1)).await.is_err());
+    // Never silently replaced: a save expecting the old record does not overwrite it.
+    let next = crate::helpers::record(tokens("2"), 2);
+    assert!(store
+        .save(&key, &next, Some(first.revision()))
+        .await
+        .is_err());
     let still: String = redis::cmd("HGET")
         .arg(&record)
         .arg("sealed")
@@ -211,7 +285,7 @@ async fn key_rotation_opens_old_values_and_reseals_them_on_save() {
         return;
     };
     let key = TokenKey::new("user-1");
-    let first = tokens("1");
+    let first = record(tokens("1"), 1);
     let _ = old.save(&key, &first, None).await.unwrap();
     let rotated = store_with(
         &prefix,
@@ -220,9 +294,9 @@ async fn key_rotation_opens_old_values_and_reseals_them_on_save() {
     .await
     .unwrap();
     let loaded = rotated.load(&key).await.unwrap().unwrap();
-    let next = tokens("2");
+    let next = record(tokens("2"), 2);
     let _ = rotated
-        .save(&key, &next, Some(loaded.generation()))
+        .save(&key, &next, Some(loaded.revision()))
         .await
         .unwrap();
     // Re-sealed with the new key: a ring holding only the new key opens it.
@@ -244,15 +318,18 @@ async fn ttl_is_set_on_first_write_and_kept_through_rotations() {
         .unwrap();
     let key = TokenKey::new("user-1");
     let mut redis = raw_connection().await;
-    let mut expected = None;
+    let mut expected: Option<TokenRecord> = None;
     for round in 0..4 {
         let set = TokenSet::new(AccessToken::new(format!("at-{round}")));
-        let set = with_generation(set, round + 1);
+        let set = record(set, round + 1);
         assert_eq!(
-            store.save(&key, &set, expected).await.unwrap(),
+            store
+                .save(&key, &set, expected.as_ref().map(TokenRecord::revision))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
-        expected = Some(round + 1);
+        expected = Some(set);
         let ttl: i64 = redis::cmd("PTTL")
             .arg(store.record_name(&key))
             .query_async(&mut redis)
@@ -275,7 +352,7 @@ async fn an_expired_record_means_reauthorization_required() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     let key = TokenKey::default();
     let _ = store
-        .save(&key, &with_generation(server.issue_grant(), 1), None)
+        .save(&key, &record(bound(server.issue_grant(), &server), 1), None)
         .await
         .unwrap();
     let mut redis = raw_connection().await;
@@ -323,16 +400,28 @@ struct LeaseLostMidRefresh {
 
 #[async_trait]
 impl TokenRefresher for LeaseLostMidRefresh {
+    fn issuer_binding(&self) -> Option<String> {
+        self.grant.issuer_binding()
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,
         current: Option<&TokenSet>,
     ) -> Result<TokenResponse, Error> {
-        let expected = current.map(TokenSet::generation);
-        let newer = with_generation(self.rival_tokens.clone(), expected.unwrap_or(0) + 1);
-        let saved = self.rival.save(key, &newer, expected).await.unwrap();
+        let current = current.expect("refreshing held tokens");
+        let newer = self
+            .rival_tokens
+            .clone()
+            .with_issued_for(self.grant.issuer_binding().unwrap());
+        let newer = record(newer, current.generation() + 1);
+        let saved = self
+            .rival
+            .save(key, &newer, Some(current.revision()))
+            .await
+            .unwrap();
         assert_eq!(saved, SaveOutcome::Saved);
-        self.grant.refresh(key, current).await
+        self.grant.refresh(key, Some(current)).await
     }
 }
 
@@ -409,7 +498,7 @@ async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
         return;
     };
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let first = with_generation(server.issue_grant(), 1);
+    let first = record(bound(server.issue_grant(), &server), 1);
     assert_eq!(
         store
             .save(&TokenKey::default(), &first, None)
@@ -532,7 +621,7 @@ async fn the_ttl_follows_a_refresh_token_lifetime_the_server_reported() {
     };
     let key = TokenKey::new("user-1");
     let told = std::time::SystemTime::now() + Duration::from_secs(2 * 3600);
-    let tokens = with_generation(tokens("1").with_refresh_expires_at(told), 1);
+    let tokens = record(tokens("1").with_refresh_expires_at(told), 1);
     assert_eq!(
         store.save(&key, &tokens, None).await.unwrap(),
         SaveOutcome::Saved
@@ -561,18 +650,20 @@ async fn a_key_named_like_another_keys_lock_does_not_collide_with_it() {
         .unwrap();
     let alice = TokenKey::new("alice");
     let tricky = TokenKey::new("alice:lock");
-    let _ = store
-        .save(&tricky, &with_generation(tokens("1"), 1), None)
-        .await
-        .unwrap();
-    // Alice's lock is free, and holding it neither breaks nor deletes the other record.
+    let first = record(tokens("1"), 1);
+    let _ = store.save(&tricky, &first, None).await.unwrap();
+    // Alice's lock is free, and holding it neither breaks nor overwrites the other record.
     let held = store.lock(&alice).await.unwrap();
     assert!(store.load(&tricky).await.unwrap().is_some());
-    store.clear(&tricky).await.unwrap();
+    let next = record(tokens("2"), 2);
+    let _ = store
+        .save(&tricky, &next, Some(first.revision()))
+        .await
+        .unwrap();
     assert_eq!(
         store.lock(&alice).await.unwrap_err().kind(),
         StoreErrorKind::LockTimeout,
-        "clearing another key must not release alice's lock"
+        "writing another key must not release alice's lock"
     );
     drop(held);
 }

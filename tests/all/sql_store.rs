@@ -13,11 +13,11 @@ use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
     AccessToken, EncryptionKey, KeyRing, RefreshToken, SaveOutcome, SqlTokenStore, StoreErrorKind,
-    TokenKey, TokenManager, TokenSet, TokenStore,
+    TokenKey, TokenManager, TokenRecord, TokenSet, TokenStore,
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, client, with_generation};
+use crate::helpers::{bound, builder, client, record};
 
 fn key_ring() -> KeyRing {
     KeyRing::new(EncryptionKey::from_bytes("test-2026", &[9; 32]).expect("valid key"))
@@ -37,11 +37,11 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn tokens(marker: &str, generation: u64) -> TokenSet {
+fn tokens(marker: &str, generation: u64) -> TokenRecord {
     let set = TokenSet::new(AccessToken::new(format!("canary-at-{marker}")))
         .with_refresh_token(RefreshToken::new(format!("canary-rt-{marker}")))
         .with_expires_in(Duration::from_secs(3600));
-    with_generation(set, generation)
+    record(set, generation)
 }
 
 /// A database the contract runs against. Every `store` call opens a new pool, as another
@@ -256,7 +256,7 @@ async fn postgres() -> Option<Db> {
 mod contract {
     use super::*;
 
-    pub async fn round_trip_and_clear(db: &Db) {
+    pub async fn round_trip(db: &Db) {
         let table = unique("t_round_trip");
         let store = db.migrated_store(&table).await;
         let key = TokenKey::new("user-1");
@@ -272,8 +272,7 @@ mod contract {
         assert_eq!(other.load(&key).await.unwrap(), Some(first));
         // Migrating again is harmless and keeps the data.
         other.migrate().await.unwrap();
-        store.clear(&key).await.unwrap();
-        assert_eq!(other.load(&key).await.unwrap(), None);
+        assert!(other.load(&key).await.unwrap().is_some());
         db.drop_tables(&table).await;
     }
 
@@ -281,14 +280,15 @@ mod contract {
         let table = unique("t_two_writers");
         let (a, b) = (db.migrated_store(&table).await, db.store(&table).await);
         let key = TokenKey::new("user-1");
+        let first = tokens("1", 1);
         assert_eq!(
-            a.save(&key, &tokens("1", 1), None).await.unwrap(),
+            a.save(&key, &first, None).await.unwrap(),
             SaveOutcome::Saved
         );
         let (from_a, from_b) = (tokens("2a", 2), tokens("2b", 2));
         let (outcome_a, outcome_b) = tokio::join!(
-            a.save(&key, &from_a, Some(1)),
-            b.save(&key, &from_b, Some(1))
+            a.save(&key, &from_a, Some(first.revision())),
+            b.save(&key, &from_b, Some(first.revision()))
         );
         let (outcome_a, outcome_b) = (outcome_a.unwrap(), outcome_b.unwrap());
         let stored = a.load(&key).await.unwrap().expect("a record");
@@ -303,16 +303,36 @@ mod contract {
             }
             other => panic!("expected exactly one winner, got {other:?}"),
         }
-        // A writer still expecting generation 1 cannot overwrite generation 2.
+        // A writer still expecting the first record cannot overwrite the second.
         assert_eq!(
-            b.save(&key, &tokens("late", 2), Some(1)).await.unwrap(),
+            b.save(&key, &tokens("late", 2), Some(first.revision()))
+                .await
+                .unwrap(),
             SaveOutcome::Conflict {
                 current: Some(stored.clone())
             }
         );
-        // The loser adopts and goes on from the stored generation.
+        // A new login after a logout starts the generations over: still not the first record.
+        let relogin = tokens("relogin", 1);
         assert_eq!(
-            b.save(&key, &tokens("3", 3), Some(2)).await.unwrap(),
+            b.save(&key, &relogin, Some(stored.revision()))
+                .await
+                .unwrap(),
+            SaveOutcome::Saved
+        );
+        assert_eq!(
+            a.save(&key, &tokens("stale", 2), Some(first.revision()))
+                .await
+                .unwrap(),
+            SaveOutcome::Conflict {
+                current: Some(relogin.clone())
+            }
+        );
+        // The loser adopts and goes on from the stored record.
+        assert_eq!(
+            a.save(&key, &tokens("3", 2), Some(relogin.revision()))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
         db.drop_tables(&table).await;
@@ -343,12 +363,16 @@ mod contract {
         let table = unique("t_sealed");
         let store = db.migrated_store(&table).await;
         let key = TokenKey::new("user-1");
+        let first = tokens("1", 1);
         assert_eq!(
-            store.save(&key, &tokens("1", 1), None).await.unwrap(),
+            store.save(&key, &first, None).await.unwrap(),
             SaveOutcome::Saved
         );
         assert_eq!(
-            store.save(&key, &tokens("2", 2), Some(1)).await.unwrap(),
+            store
+                .save(&key, &tokens("2", 2), Some(first.revision()))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
         let raw = db.raw(&table).await;
@@ -396,8 +420,7 @@ mod contract {
         let hint = format!("table `{table}` missing; run SqlTokenStore::migrate()");
         let load = store.load(&key).await.unwrap_err();
         let save = store.save(&key, &tokens("1", 1), None).await.unwrap_err();
-        let clear = store.clear(&key).await.unwrap_err();
-        for error in [load, save, clear] {
+        for error in [load, save] {
             assert_eq!(error.kind(), StoreErrorKind::Misconfigured, "{error:?}");
             assert_eq!(error.to_string(), hint);
             assert!(!error.is_transient());
@@ -502,9 +525,9 @@ async fn fire(client: &ClientWithMiddleware, url: &str, count: usize) -> usize {
 macro_rules! contract_tests {
     ($db:expr) => {
         #[tokio::test]
-        async fn round_trip_and_clear() {
+        async fn round_trip() {
             let Some(db) = $db else { return };
-            contract::round_trip_and_clear(&db).await;
+            contract::round_trip(&db).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,7 +623,7 @@ mod sqlite {
         let server = AuthServer::start(Duration::from_secs(3600)).await;
         let store = SqlTokenStore::sqlite(sqlite_pool(&dir.db()).await, key_ring());
         store.migrate().await.unwrap();
-        let first = with_generation(server.issue_grant(), 1);
+        let first = record(bound(server.issue_grant(), &server), 1);
         assert_eq!(
             store
                 .save(&TokenKey::default(), &first, None)

@@ -135,7 +135,8 @@ async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
 /// logged out and another user logged in under it: its save must not replace the new login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_rotation_never_overwrites_a_new_login() {
-    let server = MiniAs::strict().await;
+    // Several grants (users) at one server.
+    let server = kit::MockAuthorizationServer::start(Duration::from_secs(3600)).await;
     let store = TestStore::memory();
     store.without_lock();
     let stale = GatedRefresher {
@@ -160,20 +161,24 @@ async fn a_stale_rotation_never_overwrites_a_new_login() {
     reached(entered).await;
     // Meanwhile: logout, and a fresh login of another user under the same key.
     b_manager.clear(&key()).await.unwrap();
-    // (Another user's grant: this server never sees it.)
-    let login = TokenSet::new(AccessToken::new("at-user-2"))
-        .with_refresh_token(RefreshToken::new("rt-user-2"))
-        .with_expires_in(Duration::from_secs(3600));
+    let login = server.issue_grant();
+    let login_refresh = login.refresh_token().unwrap().secret().to_owned();
     b_manager.set_tokens(&key(), login).await.unwrap();
     store.gate.release();
-    let _ = a_request.await.unwrap();
+    let response = a_request.await.unwrap().unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the stale holder uses the new login"
+    );
 
     let stored = store.stored().await.expect("the new login is stored");
     assert_eq!(
         stored.refresh_token().unwrap().secret(),
-        "rt-user-2",
+        login_refresh,
         "the stale rotation replaced the new login"
     );
+    assert_eq!(server.reuse_detections(), 0);
 }
 
 /// Two services that share a store and a key by mistake: B never sends A's refresh token to
@@ -229,7 +234,7 @@ async fn an_unbound_stored_record_is_refused_by_default() {
     let unbound = TokenSet::new(AccessToken::new("at-x"))
         .with_refresh_token(RefreshToken::new("rt-from-elsewhere"))
         .with_expires_at(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1));
-    let _ = store.save(&key(), &unbound, None).await.unwrap();
+    let _ = store.save(&key(), &unbound.into(), None).await.unwrap();
     let (client, _) = client(
         middleware(grant(&server.token_url()), &server.uri())
             .shared_store(store.clone())
@@ -256,13 +261,9 @@ impl TokenRefresher for BadAccessTokenRefresher {
         _key: &TokenKey,
         _current: Option<&TokenSet>,
     ) -> Result<TokenResponse, Error> {
-        Ok(TokenResponse {
-            access_token: AccessToken::new("not a b64token"),
-            refresh_token: Some(RefreshToken::new("rt-rotated")),
-            expires_in: Some(Duration::from_secs(3600)),
-            scope: None,
-            refresh_expires_in: None,
-        })
+        Ok(TokenResponse::new(AccessToken::new("not a b64token"))
+            .with_refresh_token(RefreshToken::new("rt-rotated"))
+            .with_expires_in(Duration::from_secs(3600)))
     }
 }
 

@@ -256,7 +256,8 @@ async fn stores(audit: &mut Audit, tokens: &TokenSet) {
     audit.debug("encryption key", &key);
     let ring = KeyRing::new(key);
     audit.debug("key ring", &ring);
-    let sealed = ring.seal("record", tokens).unwrap();
+    let record = reqwest_token_refresh::TokenRecord::Tokens(tokens.clone());
+    let sealed = ring.seal("record", &record).unwrap();
     audit.add("sealed value", sealed.clone());
     let opened = ring.open("record", sealed.as_bytes()).unwrap();
     audit.debug("opened", &opened);
@@ -281,7 +282,8 @@ async fn file_store(audit: &mut Audit, tokens: &TokenSet) {
     let file = dir.join("tokens.json");
     let store = FileTokenStore::new(&file);
     audit.debug("file store", &store);
-    let _ = store.save(&key(), &tokens.clone(), None).await;
+    let record = reqwest_token_refresh::TokenRecord::Tokens(tokens.clone());
+    let _ = store.save(&key(), &record, None).await;
     // Corrupt it with the canaries inside, then with bad permissions.
     std::fs::write(&file, format!(r#"{{"version":1,"tokens":{{"default":{{"access_token":"{AT}","refresh_token":{RT}}}}}}}"#)).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();

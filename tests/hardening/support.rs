@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    AccessToken, Error, MemoryTokenStore, RefreshToken, RefreshTokenGrant, SaveOutcome, StoreError,
-    StoreErrorKind, StoreLock, TokenKey, TokenManager, TokenRefreshMiddleware,
-    TokenRefreshMiddlewareBuilder, TokenRefresher, TokenResponse, TokenSet, TokenStore,
+    AccessToken, Error, MemoryTokenStore, RefreshToken, RefreshTokenGrant, Revision, SaveOutcome,
+    StoreError, StoreErrorKind, StoreLock, TokenKey, TokenManager, TokenRecord,
+    TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder, TokenRefresher, TokenResponse, TokenSet,
+    TokenStore,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path, path_regex};
@@ -22,6 +23,10 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 #[path = "../common/client.rs"]
 mod shared;
+
+/// The crate's public test kit (`test_util`), for the tests that need several grants.
+#[path = "../../src/test_util.rs"]
+pub mod kit;
 
 pub use shared::{built_with_tokens, client, events, token_error, wait_for, WAIT};
 
@@ -463,14 +468,22 @@ impl TestStore {
         self.saves.load(Ordering::SeqCst)
     }
 
+    /// The stored tokens, if the store holds tokens (not nothing, not an ended grant).
     pub async fn stored(&self) -> Option<TokenSet> {
+        self.record()
+            .await
+            .and_then(|record| record.tokens().cloned())
+    }
+
+    /// The stored record.
+    pub async fn record(&self) -> Option<TokenRecord> {
         self.inner.load(&key()).await.expect("store readable")
     }
 }
 
 #[async_trait]
 impl TokenStore for TestStore {
-    async fn load(&self, key: &TokenKey) -> Result<Option<TokenSet>, StoreError> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         self.gate.at(Point::Load).await;
         self.inner.load(key).await
     }
@@ -478,8 +491,8 @@ impl TokenStore for TestStore {
     async fn save(
         &self,
         key: &TokenKey,
-        tokens: &TokenSet,
-        expected: Option<u64>,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
         self.gate.at(Point::Save).await;
         self.saves.fetch_add(1, Ordering::SeqCst);
@@ -497,11 +510,7 @@ impl TokenStore for TestStore {
                 "test store refuses to save",
             ));
         }
-        self.inner.save(key, tokens, expected).await
-    }
-
-    async fn clear(&self, key: &TokenKey) -> Result<(), StoreError> {
-        self.inner.clear(key).await
+        self.inner.save(key, record, expected).await
     }
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
@@ -521,6 +530,10 @@ pub struct GatedRefresher<R> {
 
 #[async_trait]
 impl<R: TokenRefresher> TokenRefresher for GatedRefresher<R> {
+    fn issuer_binding(&self) -> Option<String> {
+        self.inner.issuer_binding()
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,
