@@ -30,6 +30,7 @@ use crate::backoff::{jittered, Backoff};
 use crate::error::{Error, TransientError};
 use crate::record::{EndReason, TokenRecord};
 use crate::revision::Revision;
+use crate::secret::RefreshToken;
 use crate::token::{TokenResponse, TokenSet};
 
 /// How long a key that needs a new login waits before looking at the store again (a login
@@ -64,11 +65,43 @@ pub enum Intent {
 }
 
 /// A record this process holds that the store has not taken yet (its save failed). It
-/// replaces `parent`, what the store held when it was made (`None`: nothing).
+/// replaces `parent`, what the store held when it was made (`None`: nothing), and any stored
+/// record whose refresh token it consumed on the way (such a record can appear when another
+/// process starts from the same initial tokens while our saves fail).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsaved {
     /// What the store held when the record was made.
     pub parent: Option<Revision>,
+    /// The refresh tokens this process consumed since the store last took one of its records.
+    pub consumed: Vec<RefreshToken>,
+}
+
+impl Unsaved {
+    /// The bookkeeping of a record that failed to save over `parent`, made by a call that
+    /// consumed `spent` (if any), after `previous` (the unsaved record it was made from).
+    pub fn after(
+        previous: Option<&Unsaved>,
+        parent: Option<&TokenRecord>,
+        spent: Option<&RefreshToken>,
+    ) -> Self {
+        let mut consumed = previous
+            .map(|previous| previous.consumed.clone())
+            .unwrap_or_default();
+        consumed.extend(spent.cloned());
+        Self {
+            parent: parent.map(|parent| parent.revision().clone()),
+            consumed,
+        }
+    }
+
+    /// Whether the store holding `stored` still holds what our record replaces.
+    fn replaces(&self, stored: Option<&TokenRecord>) -> bool {
+        let spent = stored
+            .and_then(TokenRecord::tokens)
+            .and_then(TokenSet::refresh_token)
+            .is_some_and(|refresh| self.consumed.contains(refresh));
+        spent || self.parent.as_ref() == stored.map(TokenRecord::revision)
+    }
 }
 
 /// Everything a decision depends on.
@@ -196,9 +229,10 @@ fn act(intent: Intent, facts: &Facts<'_>, rules: &Rules) -> Step {
 /// Brings what this process holds in line with the store, or says nothing when they agree.
 ///
 /// The store wins, with one exception: a record of ours it has not taken yet, while it still
-/// holds that record's parent. Then ours is saved over the parent, never the other way round
-/// (the parent's refresh token is consumed). Anything else in the store was written by someone
-/// else since, and is held instead of ours, if it is ours to hold.
+/// holds that record's parent (or a record whose refresh token ours consumed). Then ours is
+/// saved over it, never the other way round (its refresh token is consumed). Anything else in
+/// the store was written by someone else since, and is held instead of ours, if it is ours to
+/// hold.
 fn reconcile(facts: &Facts<'_>, rules: &Rules) -> Option<Step> {
     let stored = facts.stored.map(TokenRecord::revision);
     if facts.held.map(TokenRecord::revision) == stored {
@@ -208,7 +242,7 @@ fn reconcile(facts: &Facts<'_>, rules: &Rules) -> Option<Step> {
         if facts.store_behind {
             return None;
         }
-        if unsaved.parent.as_ref() == stored {
+        if unsaved.replaces(facts.stored) {
             return Some(Step::Resave);
         }
     }

@@ -16,6 +16,7 @@ use crate::key::TokenKey;
 use crate::log;
 use crate::policy::{self, Answer, Call, Facts, Intent, Refusal, Step, Unsaved};
 use crate::record::{EndReason, Ended, TokenRecord};
+use crate::secret::RefreshToken;
 use crate::store::{SaveOutcome, StoreError, StoreErrorKind, StoreLock};
 use crate::token::TokenSet;
 
@@ -64,8 +65,8 @@ impl Inner {
         };
         for _ in 0..MAX_STEPS {
             let held = writer.held();
-            if run.stored.is_some() || held.is_some() {
-                // Initial tokens are for a key this process never saw a record of.
+            if (run.stored.is_some() || held.is_some()) && self.is_initial_key(key) {
+                // Initial tokens are for a key whose store never held a record.
                 self.initial_used.store(true, Ordering::Release);
             }
             let step = policy::decide(
@@ -214,8 +215,11 @@ impl Inner {
             Answer::Tokens(next) => {
                 writer.hold_back(None);
                 let generation = next.generation();
-                let rotated = base.is_none_or(|base| base.refresh_token() != next.refresh_token());
-                if self.keep(writer, run, next).await? {
+                let spent = base
+                    .and_then(TokenSet::refresh_token)
+                    .filter(|&spent| next.refresh_token() != Some(spent));
+                let rotated = base.is_none() || spent.is_some();
+                if self.keep(writer, run, next, spent).await? {
                     self.emit(Event::Refreshed {
                         key,
                         generation,
@@ -226,7 +230,8 @@ impl Inner {
                 Ok(())
             }
             Answer::KeepRotation { kept, error, pause } => {
-                self.keep(writer, run, kept).await?;
+                let spent = base.and_then(TokenSet::refresh_token);
+                self.keep(writer, run, kept, spent).await?;
                 Err(self.fail(writer, error, pause))
             }
             Answer::Failed { error, pause } => Err(self.fail(writer, error, pause)),
@@ -259,38 +264,38 @@ impl Inner {
         }
     }
 
-    /// Saves new tokens over what the store holds and holds them; `false` when someone else
-    /// wrote the store meanwhile (theirs wins; the next step adopts it).
+    /// Saves new tokens over what the store holds and holds them. `spent` is the refresh token
+    /// the call that made them consumed.
+    ///
+    /// If the save fails they are held unsaved and saved later; if someone else wrote the store
+    /// meanwhile they are held unsaved too, and the next decision settles it (`false`): theirs
+    /// is adopted, unless it carries a refresh token ours consumed.
     async fn keep(
         self: &Arc<Self>,
         writer: &mut KeyWriter<'_>,
         run: &mut Run,
         tokens: TokenSet,
+        spent: Option<&RefreshToken>,
     ) -> Result<bool, Error> {
         let record = TokenRecord::Tokens(tokens);
-        match self
-            .save(&writer.key().clone(), &record, run.stored.as_ref())
-            .await
-        {
+        let key = writer.key().clone();
+        let saved = self.save(&key, &record, run.stored.as_ref()).await;
+        let unsaved = Unsaved::after(writer.unsaved(), run.stored.as_ref(), spent);
+        match saved {
             Ok(SaveOutcome::Saved) => {
                 writer.hold(Some(record.clone()), None, self.config.leeway, None)?;
                 run.stored = Some(record);
                 Ok(true)
             }
             Ok(SaveOutcome::Conflict { current }) => {
-                log::warn!(key = %writer.key().clone(), "the store changed during the refresh; using what it holds");
+                log::debug!(%key, "the store changed meanwhile; deciding again");
+                writer.hold(Some(record), Some(unsaved), self.config.leeway, None)?;
                 run.stored = current;
                 Ok(false)
             }
             Err(error) => {
                 // Used from memory, saved later: the new refresh token must not be lost.
-                let parent = run.stored.as_ref().map(|stored| stored.revision().clone());
-                writer.hold(
-                    Some(record),
-                    Some(Unsaved { parent }),
-                    self.config.leeway,
-                    None,
-                )?;
+                writer.hold(Some(record), Some(unsaved), self.config.leeway, None)?;
                 run.store_behind = true;
                 run.save_failed = Some(error);
                 self.retry_save_later(writer);
@@ -327,7 +332,7 @@ impl Inner {
             .clone()
             .renewed(1)
             .bound_to(self.rules.binding.clone());
-        self.keep(writer, run, tokens).await.map(drop)
+        self.keep(writer, run, tokens, None).await.map(drop)
     }
 
     /// Saves the caller's new tokens over whatever is stored, and holds them; `false` when
@@ -346,7 +351,7 @@ impl Inner {
             .renewed(generation)
             .bound_to(self.rules.binding.clone());
         writer.hold_back(None);
-        self.keep(writer, run, tokens).await
+        self.keep(writer, run, tokens, None).await
     }
 
     /// Saves a record that the grant ended over what is stored, and holds it.
@@ -378,9 +383,7 @@ impl Inner {
             Err(error) => {
                 run.store_behind = true;
                 run.save_failed = Some(error);
-                Some(Unsaved {
-                    parent: run.stored.as_ref().map(|stored| stored.revision().clone()),
-                })
+                Some(Unsaved::after(writer.unsaved(), run.stored.as_ref(), None))
             }
         };
         let retry = unsaved.is_some();
@@ -476,7 +479,16 @@ impl Inner {
                 };
                 let synced = inner.run(&slot, order).await;
                 let mut writer = slot.writer().await;
-                if synced.is_ok() || writer.unsaved().is_none() {
+                let settled = match &synced {
+                    Ok(_) => true,
+                    // Not the store being down: retrying will not help (a corrupt record,
+                    // another server's record over ours).
+                    Err(error) => !error.is_transient(),
+                };
+                if settled || writer.unsaved().is_none() {
+                    if let Err(error) = synced {
+                        log::warn!(key = %slot.key, %error, "gave up saving the tokens held in memory");
+                    }
                     writer.stop_retrying();
                     return;
                 }
@@ -484,11 +496,14 @@ impl Inner {
         });
     }
 
-    fn initial_available(&self, key: &TokenKey) -> bool {
+    fn is_initial_key(&self, key: &TokenKey) -> bool {
         self.config
             .initial
             .as_ref()
             .is_some_and(|(initial, _)| initial == key)
-            && !self.initial_used.load(Ordering::Acquire)
+    }
+
+    fn initial_available(&self, key: &TokenKey) -> bool {
+        self.is_initial_key(key) && !self.initial_used.load(Ordering::Acquire)
     }
 }

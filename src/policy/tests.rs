@@ -67,6 +67,8 @@ struct Case<'a> {
     held: Option<&'a TokenRecord>,
     /// `Some(parent)`: held is unsaved and replaces `parent` (`None`: nothing).
     unsaved: Option<Option<&'a TokenRecord>>,
+    /// Refresh tokens consumed on the way to the unsaved held record.
+    consumed: Vec<RefreshToken>,
     stored: Option<&'a TokenRecord>,
     store_behind: bool,
     lock_lost: bool,
@@ -83,6 +85,7 @@ fn case(intent: Intent) -> Case<'static> {
         seen: None,
         held: None,
         unsaved: None,
+        consumed: Vec::new(),
         stored: None,
         store_behind: false,
         lock_lost: false,
@@ -114,6 +117,11 @@ impl<'a> Case<'a> {
         self.unsaved = Some(parent);
         self
     }
+    fn having_consumed(mut self, record: &TokenRecord) -> Self {
+        let refresh = record.tokens().and_then(TokenSet::refresh_token).unwrap();
+        self.consumed.push(refresh.clone());
+        self
+    }
     fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
         change(&mut self);
         self
@@ -123,6 +131,7 @@ impl<'a> Case<'a> {
         let now = Instant::now();
         let unsaved = self.unsaved.map(|parent| Unsaved {
             parent: parent.map(|parent| parent.revision().clone()),
+            consumed: self.consumed.clone(),
         });
         let facts = Facts {
             intent: self.intent,
@@ -716,4 +725,19 @@ fn generations_grow_past_both_sides() {
     assert_eq!(next_generation(None, None), 1);
     assert_eq!(next_generation(Some(&r.ended), None), 4);
     assert_eq!(next_generation(Some(&r.fresh), Some(&r.ended)), 4);
+}
+
+#[test]
+fn unsaved_bookkeeping_accumulates_consumed_tokens_until_a_save() {
+    let r = records();
+    let spent = |record: &TokenRecord| record.tokens().and_then(TokenSet::refresh_token).cloned();
+    let first = Unsaved::after(None, Some(&r.fresh), spent(&r.fresh).as_ref());
+    assert_eq!(first.parent.as_ref(), Some(r.fresh.revision()));
+    let second = Unsaved::after(Some(&first), Some(&r.fresh), spent(&r.due).as_ref());
+    assert_eq!(second.consumed.len(), 2);
+    assert!(second.replaces(Some(&r.due)));
+    assert!(second.replaces(Some(&r.fresh)));
+    assert!(!second.replaces(Some(&r.newer)));
+    assert!(!Unsaved::after(None, None, None).replaces(Some(&r.newer)));
+    assert!(Unsaved::after(None, None, None).replaces(None));
 }
