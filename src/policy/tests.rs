@@ -245,6 +245,15 @@ fn sending_a_request() {
                 Step::Adopt,
             ),
             (
+                "ours unsaved, stored is one whose token ours consumed",
+                case(Intent::Send)
+                    .holding(&r.newer)
+                    .unsaved_over(None)
+                    .having_consumed(&r.due)
+                    .storing(&r.due),
+                Step::Resave,
+            ),
+            (
                 "ours unsaved, re-save failed",
                 case(Intent::Send)
                     .holding(&r.due)
