@@ -37,7 +37,7 @@ impl TokenRejection for DefaultTokenRejection {
     }
 }
 
-/// The RFC 6750 §3.1 reading of a response, as in the REQUIREMENTS decision table:
+/// The RFC 6750 §3.1 reading of a response:
 ///
 /// | response | rejected? |
 /// |---|---|

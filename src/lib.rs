@@ -47,7 +47,8 @@
 //! - **On 401.** When the response rejects the token ([`TokenRejection`]; by default a 401 whose
 //!   Bearer challenge is `invalid_token` or carries no error, never 403), the middleware
 //!   refreshes only if the rejected token is still the current one (its *generation*), then
-//!   replays the request once. A body that cannot be cloned (a stream) gets the 401 back.
+//!   replays the request once. A body that cannot be cloned (a stream) gets the 401 back, and
+//!   the token is still refreshed for the next request.
 //!   A token rejected again within the [cooldown](TokenRefreshMiddlewareBuilder::rejection_cooldown)
 //!   causes no further refresh: a resource server that rejects everything costs a bounded
 //!   number of token calls.
@@ -58,14 +59,21 @@
 //!   never cancels it.
 //! - **Rotation.** A new refresh token replaces the old one at once, in memory and in the
 //!   store; a response without one keeps the old one (RFC 6749 §6).
-//! - **Persistence.** The new set is saved (conditionally, on the generation) before waiters
-//!   are released. If the save fails, the new tokens are used from memory, an
-//!   [`Event::PersistFailed`] is emitted and the save is retried in the background.
-//! - **Dead grants.** `invalid_grant` is terminal: the record is removed from the store and
-//!   every request for the key fails fast with [`Error::ReauthorizationRequired`], without
-//!   calling the token endpoint, until [`TokenManager::set_tokens`] supplies new tokens.
-//! - **Transient failures** (5xx, 429, timeouts) are [`Error::Transient`]; with the `retry`
-//!   feature, `TokenRefreshRetryableStrategy` makes `reqwest-retry` retry them.
+//! - **Persistence.** The new set is saved (conditionally, on the [`Revision`] of the record it
+//!   replaces) before waiters are released. If the save fails, the new tokens are used from
+//!   memory, an [`Event::PersistFailed`] is emitted and the save is retried in the background.
+//! - **Dead grants.** `invalid_grant` is terminal: the store records that the grant ended
+//!   ([`Ended`]) and every request for the key fails fast with
+//!   [`Error::ReauthorizationRequired`], in every process, without calling the token endpoint,
+//!   until [`TokenManager::set_tokens`] supplies new tokens. Logouts are recorded the same way.
+//! - **Transient failures** (5xx, 429, timeouts) are [`Error::Transient`], and the key's
+//!   refreshes back off (about 1 s doubling to 30 s); with the `retry` feature,
+//!   `TokenRefreshRetryableStrategy` makes `reqwest-retry` retry them.
+//! - **Bound to its server.** Stored tokens name the server that issued them; a middleware for
+//!   another refuses them ([`Error::ForeignTokens`]).
+//!
+//! All of these rules live in one module, `src/policy.rs`; the repository's `docs/DESIGN.md`
+//! draws the states and lists the tests behind each promise.
 //!
 //! # Beyond refresh tokens
 //!

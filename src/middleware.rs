@@ -96,7 +96,8 @@ impl Middleware for TokenRefreshMiddleware {
         'next: 'future,
         Self: 'future,
     {
-        // R40: tokens go to the allowed origins only; R29: a caller's own header is respected.
+        // Tokens go to the allowed origins only; a caller's own `Authorization` is respected
+        // (never two credentials in one request, RFC 6750 §2).
         let origin = match self.allowed_origin(request.url()) {
             Some(origin) if !request.headers().contains_key(AUTHORIZATION) => origin,
             _ => return next.run(request, extensions),
@@ -133,7 +134,7 @@ impl TokenRefreshMiddleware {
         extensions: &'a mut Extensions,
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
-        // D11: only a request whose body can be cloned is replayed.
+        // Only a request whose body can be cloned is replayed (a stream cannot be sent twice).
         let replay = replay_copy(&request);
         request
             .headers_mut()
@@ -141,7 +142,7 @@ impl TokenRefreshMiddleware {
         // The box holds only what checking the response and a replay need.
         Box::pin(async move {
             let response = next.clone().run(request, extensions).await?;
-            // D12: a 401 from another origin (after a redirect) says nothing about our token.
+            // A 401 from another origin (after a redirect) says nothing about our token.
             // (The cheap status check first: most responses are not rejections.)
             if !self.rejection.is_token_rejected(&response)
                 || !self.origins[origin].contains(response.url())

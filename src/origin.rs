@@ -1,4 +1,4 @@
-//! The origins a middleware sends tokens to (R40), and the check every request and response
+//! The origins a middleware sends tokens to (RFC 6749 §10.3), and the check every request and response
 //! goes through.
 
 use url::{Origin, Url};

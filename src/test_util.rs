@@ -1,7 +1,7 @@
 //! A test kit for applications using this crate (feature `test-util`): a loopback
 //! authorization server and protected API that behave like strict real servers.
 //!
-//! [`MockAuthorizationServer`] follows REQUIREMENTS profile P-STRICT (node-oidc-provider,
+//! [`MockAuthorizationServer`] behaves like the strictest real servers (node-oidc-provider,
 //! Hydra, Auth0 with reuse detection): every refresh rotates the refresh token, and presenting
 //! a consumed refresh token is *reuse*: the whole grant is revoked (every refresh and access
 //! token of it) and `invalid_grant` is returned. It counts refresh calls and reuse detections,
@@ -73,7 +73,7 @@ pub enum Fault {
     /// Answer normally, after this delay.
     Delay(Duration),
     /// Rotate the refresh token (the server commits), then never deliver the answer in time:
-    /// the client times out (REQUIREMENTS P-AMBIG, a lost response).
+    /// the client times out (a lost response: the server rotated, the client never learns it).
     LoseResponse,
 }
 

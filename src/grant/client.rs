@@ -24,7 +24,7 @@ pub(crate) struct OAuthClient {
 
 impl OAuthClient {
     /// A form POST to `url` with the client's authentication added (RFC 6749 §2.3): HTTP Basic
-    /// with form-encoded parts, or the credentials in the body; never both (R7).
+    /// with form-encoded parts, or the credentials in the body; never both (RFC 6749 §2.3).
     pub(crate) fn post<'a>(
         &'a self,
         url: &Url,
@@ -95,7 +95,8 @@ impl OAuthClient {
         }
     }
 
-    /// `<token endpoint> <client id>`: what a stored token set is bound to (D15).
+    /// `<token endpoint> <client id>`: what a stored token set is bound to, so that its refresh
+    /// token is never sent to another server.
     pub(crate) fn binding(&self) -> String {
         format!("{} {}", self.token_endpoint, self.client_id)
     }

@@ -70,7 +70,8 @@ impl EndpointSettings {
     }
 }
 
-/// R42: https everywhere; plain http only to a loopback host and only when explicitly allowed.
+/// Tokens travel over TLS only (RFC 6749 §10.3–10.4): https everywhere, plain http only to a
+/// loopback host and only when explicitly allowed.
 pub(crate) fn check_secure(url: &Url, allow_http_loopback: bool) -> Result<(), ConfigError> {
     match url.scheme() {
         "https" => Ok(()),

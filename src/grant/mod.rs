@@ -37,7 +37,8 @@ pub trait TokenRefresher: Send + Sync + 'static {
 
     /// The authorization server and client this refresher talks for, recorded in the token sets
     /// it produces (e.g. `"https://auth.example.com/token my-client"`). A stored set recorded
-    /// for another is refused, never sent here (D15). Default: `None` (no check).
+    /// for another is refused, never sent here. Default: `None` (no check: implement it, or every
+    /// stored set is accepted).
     fn issuer_binding(&self) -> Option<String> {
         None
     }

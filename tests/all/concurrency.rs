@@ -1,4 +1,4 @@
-//! D1: one refresh per key, shared by every concurrent caller — proved by counting.
+//! One refresh per key, shared by every concurrent caller — proved by counting.
 
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ async fn d1_d2_500_requests_rejected_with_401_share_one_refresh() {
         assert_eq!(result.unwrap().status(), 200);
     }
     assert_eq!(server.reuse_detections(), 0);
-    // INV-4: each request reached the API at most twice.
+    // Each request reached the API at most twice.
     assert!(server.api_calls() <= 2 * CONCURRENT as u64);
 }
 

@@ -84,7 +84,7 @@ async fn transient_token_endpoint_failures_are_typed_and_not_cached() {
     assert_eq!(response.status(), 200);
     let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
     assert_eq!(held.access_token(), fresh.access_token());
-    // R17: no refresh_token in the response: the old one is kept.
+    // No refresh_token in the response: the old one is kept (RFC 6749 §6).
     assert_eq!(held.refresh_token().unwrap().secret(), before_refresh_token);
 }
 

@@ -1,5 +1,5 @@
-//! `FileTokenStore` against real files and real OS processes: D5 (one refresh across processes),
-//! D6 (crash-safe, private writes), D7 (lock on a stable sibling).
+//! `FileTokenStore` against real files and real OS processes: one refresh across processes,
+//! crash-safe private writes, a lock on a stable sibling file.
 //!
 //! Child processes re-execute this test binary to run one of the ignored `child_*` tests, with
 //! `ROLE` naming it (without it they return at once). Parent and children coordinate through pipes.
@@ -166,7 +166,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 // ---------------------------------------------------------------------------------------------
-// D5 / D7: several processes, one file, one refresh per token lifetime
+// Several processes, one file, one refresh per token lifetime
 
 const PROCESSES: usize = 6;
 const ROUNDS: u64 = 5;
@@ -273,7 +273,7 @@ fn child_refresh_worker() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// D6: a writer killed at random moments
+// A writer killed at random moments
 
 const KILLS: usize = 300;
 
@@ -377,7 +377,7 @@ fn child_crash_writer() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// D6: permissions and paths
+// Permissions and paths
 
 #[test]
 fn d6_files_are_created_0600_even_with_umask_000() {
@@ -507,7 +507,7 @@ fn client_for_file(
 }
 
 // ---------------------------------------------------------------------------------------------
-// D6: a write that fails leaves the old file, and the tokens keep working from memory
+// A write that fails leaves the old file, and the tokens keep working from memory
 
 /// The unprivileged user the child becomes when the tests run as root.
 const NOBODY: u32 = 65534;

@@ -1,5 +1,6 @@
 //! Integration tests: real loopback servers (wiremock), counted calls, no sleeps for correctness.
-//! Test names cite the REQUIREMENTS rule they prove (R* normative, D* derived).
+//! Test names say what they prove; some start with the id of the rule they check in the
+//! project's requirements (`r…` from the RFCs, `d…` derived from them).
 
 mod auth_server;
 mod client_credentials;

@@ -100,7 +100,7 @@ async fn round_trip_and_no_token_bytes_in_redis() {
     assert!(!raw.is_empty());
     assert!(
         !String::from_utf8_lossy(&raw).contains("canary"),
-        "R49: a token is readable in redis"
+        "a token is readable in redis"
     );
 }
 
@@ -460,6 +460,92 @@ async fn d8_a_writer_whose_lease_expired_cannot_overwrite_and_adopts_the_newer_t
     assert_eq!(response.status(), 200);
     let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
     assert_eq!(held.access_token(), rival_tokens.access_token());
+}
+
+/// Wraps the real grant: just before the token call, the lease is deleted behind the holder's
+/// back (as when it expires during a stall), and another replica logs the key out and logs
+/// another user in under it.
+struct LoginDuringRefresh {
+    grant: RefreshTokenGrant,
+    lease: String,
+    other: reqwest_token_refresh::TokenManager,
+    login: TokenSet,
+}
+
+#[async_trait]
+impl TokenRefresher for LoginDuringRefresh {
+    fn issuer_binding(&self) -> Option<String> {
+        self.grant.issuer_binding()
+    }
+
+    async fn refresh(
+        &self,
+        key: &TokenKey,
+        current: Option<&TokenSet>,
+    ) -> Result<TokenResponse, Error> {
+        let mut redis = raw_connection().await;
+        let _: () = redis::cmd("DEL")
+            .arg(&self.lease)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        self.other.clear(key).await.unwrap();
+        self.other
+            .set_tokens(key, self.login.clone())
+            .await
+            .unwrap();
+        self.grant.refresh(key, current).await
+    }
+}
+
+/// A logout and a new login restart the generations; a holder whose lease expired while it
+/// refreshed must neither overwrite the new login with the old user's rotated tokens nor keep
+/// using them: it adopts the login.
+#[tokio::test]
+async fn d8_a_stale_rotation_never_overwrites_a_new_login() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let (_, other) = client(
+        builder(&server)
+            .store(store_with(&prefix, key_ring()).await.unwrap())
+            .build()
+            .unwrap(),
+    );
+    let login = server.issue_grant();
+    let refresher = LoginDuringRefresh {
+        grant: RefreshTokenGrant::builder(server.token_url())
+            .client_id("test-client")
+            .danger_allow_http_loopback()
+            .build()
+            .unwrap(),
+        lease: format!("{prefix}lock:default"),
+        other: other.clone(),
+        login: login.clone(),
+    };
+    let (client, manager) = built_with_tokens(
+        reqwest_token_refresh::TokenRefreshMiddleware::builder(refresher)
+            .allow_origin(server.uri())
+            .danger_allow_http_loopback()
+            .store(store),
+        server.issue_expired_grant(),
+    )
+    .await;
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = store_with(&prefix, key_ring()).await.unwrap();
+    let stored = reader.load(&TokenKey::default()).await.unwrap().unwrap();
+    let stored = stored.tokens().unwrap();
+    assert_eq!(
+        stored.refresh_token(),
+        login.refresh_token(),
+        "the login was replaced"
+    );
+    let held = manager.tokens(&TokenKey::default()).await.unwrap().unwrap();
+    assert_eq!(held.refresh_token(), login.refresh_token());
+    assert_eq!(server.reuse_detections(), 0);
 }
 
 #[tokio::test]

@@ -345,7 +345,7 @@ async fn new_tokens_after_invalid_grant_end_the_reauthorization_state() {
         .set_tokens(&TokenKey::default(), server.issue_expired_grant())
         .await
         .unwrap();
-    // The user revoked the application's access (R54: invalid_grant can come at any time).
+    // The user revoked the application's access (`invalid_grant` can come at any time).
     server.revoke_grant();
     let error = client.get(server.api_url("me")).send().await.unwrap_err();
     assert!(crate::helpers::token_error(&error).is_reauthorization_required());

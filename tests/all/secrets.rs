@@ -1,4 +1,4 @@
-//! D13: no secret in Debug or Display of any public type or error.
+//! No secret in Debug or Display of any public type or error.
 
 use std::time::Duration;
 

@@ -613,7 +613,7 @@ mod sqlite {
         workers::serve_rounds(client, env("RTR_API_URL"), REQUESTS_PER_ROUND).await;
     }
 
-    /// D5 across real processes: every round the API rejects all access tokens, each process
+    /// One refresh across real processes: every round the API rejects all access tokens, each process
     /// fires concurrent requests, and the lease lets exactly one of them refresh while the
     /// others adopt its tokens from the file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
-//! R26 exception: `invalid_grant` because another process already rotated. When the store then
+//! The one exception to "`invalid_grant` is final": another process already rotated. When the store then
 //! holds a newer token set, it is adopted instead of declaring the grant dead.
 //!
-//! The store's lock normally prevents the race entirely (D5); here it is bypassed (an expired
+//! The store's lock normally prevents the race entirely; here it is bypassed (an expired
 //! lease, a store without a lock) so that both processes present the same refresh token, and the
 //! server answers like Keycloak's "Stale token" (refuses, revokes nothing).
 

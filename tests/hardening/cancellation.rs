@@ -1,10 +1,10 @@
-//! D4: the refresh runs in a detached task, so callers dropped at *any* await point of a
+//! The refresh runs in a detached task, so callers dropped at *any* await point of a
 //! refresh (taking the lock, reading the store, during the token call, after the server
 //! rotated, while saving) never lose the rotated token and never leave other waiters hanging.
 //!
 //! Each test pauses the refresh at one point with a [`Gate`], drops callers there, releases the
 //! gate, and checks: the rotation was saved, the next request uses the new token without a token
-//! call, and no refresh token was presented twice (INV-1).
+//! call, and no refresh token was presented twice.
 
 use std::sync::Arc;
 

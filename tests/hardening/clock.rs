@@ -1,4 +1,4 @@
-//! R16 and wall-clock jumps. Expiry is counted from when the token request was *sent* (never
+//! Expiry (RFC 6749 §5.1 `expires_in`) and wall-clock jumps. Expiry is counted from when the token request was *sent* (never
 //! later than the server's "now"), and a wall clock that jumps forward or backward costs at
 //! most one refresh, never a storm. Cooldowns and backoffs use the monotonic clock, so a jump
 //! cannot shorten them (not testable from outside without a fake clock; see SECURITY.md).

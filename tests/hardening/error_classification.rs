@@ -1,4 +1,4 @@
-//! R24–R27: token-endpoint errors are classified by their body, not their status; non-standard
+//! RFC 6749 §5.2: token-endpoint errors are classified by their body, not their status; non-standard
 //! bodies are non-terminal; what the server wrote is escaped, truncated and stripped of any
 //! secret it echoed before it reaches `Display`.
 
@@ -58,7 +58,7 @@ async fn r24_invalid_grant_is_terminal_whatever_the_status() {
         .await;
         assert!(error.is_reauthorization_required(), "{status}: {error:?}");
         assert_eq!(error.oauth_error().unwrap().status().as_u16(), status);
-        // D9: the dead refresh token is forgotten so other processes fail fast too.
+        // The dead grant is recorded in the store, so other processes fail fast too.
         assert_eq!(stored, None, "{status}");
     }
 }

@@ -1,4 +1,4 @@
-//! A hostile or broken token endpoint (D14, R13–R16, R20–R23): every malformed answer is a
+//! A hostile or broken token endpoint (RFC 6749 §5.1): every malformed answer is a
 //! typed error within the configured limits, nothing panics, memory stays bounded, and the
 //! tokens held before the refresh stay intact in memory *and* in the store.
 

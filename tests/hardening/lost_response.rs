@@ -1,4 +1,4 @@
-//! P-AMBIG: the server commits a rotation, then the response is lost (here: it arrives after
+//! A lost response: the server commits a rotation, then the response is lost (here: it arrives after
 //! the client's timeout). The request fails with a typed transient error after exactly one
 //! token call; nothing loops or storms.
 //!

@@ -1,7 +1,7 @@
-//! D3, R17: the store fails after the server rotated. The request still succeeds with the new
+//! Persist before publish: the store fails after the server rotated. The request still succeeds with the new
 //! token from memory, the failure is surfaced (`Event::PersistFailed`), a later save succeeds,
-//! the store's generation never goes backwards (INV-5), and the consumed refresh token is never
-//! sent again (INV-1).
+//! the store never goes back to an older record, and the consumed refresh token is never sent
+//! again.
 
 use std::sync::Arc;
 
@@ -108,7 +108,7 @@ async fn inv1_invalid_grant_while_unsaved_never_falls_back_to_the_consumed_token
     f.server.revoke();
     let first = f.client.get(f.server.api_url("me")).send().await;
     let second = f.client.get(f.server.api_url("me")).send().await;
-    // INV-1: rt-1 was consumed by the first refresh; it must never be presented again.
+    // rt-1 was consumed by the first refresh; it must never be presented again.
     assert_eq!(
         f.server
             .presented()

@@ -1,4 +1,4 @@
-//! RFC 9700 §4.12, D12: redirects never carry secrets elsewhere. The token endpoint follows no
+//! RFC 9700 §4.12: redirects never carry secrets elsewhere. The token endpoint follows no
 //! redirect (the refresh token and client secret are never re-posted), a redirected API call
 //! reaches another origin without the bearer token, and a 401 from another origin causes no
 //! refresh.

@@ -1,4 +1,4 @@
-//! D10, R34, INV-4: a rejected token is refreshed at most once per generation, each request is
+//! RFC 6750 §3.1: a rejected token is refreshed at most once, each request is
 //! replayed at most once, and a resource server that rejects every token costs a bounded
 //! number of token calls (one per cooldown).
 
@@ -29,7 +29,7 @@ async fn r34_many_401s_for_one_generation_cost_one_refresh() {
     assert_eq!(server.token_calls(), 1);
     assert!(
         server.api_calls() <= 64,
-        "INV-4: {} API calls",
+        "each request reaches the API at most twice: {} API calls",
         server.api_calls()
     );
     server.assert_no_refresh_token_reused();
@@ -70,7 +70,7 @@ async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
     let requests = api.received_requests().await.unwrap().len();
     assert!(
         requests <= 2 * 48,
-        "INV-4: {requests} API calls for 48 requests"
+        "each request reaches the API at most twice: {requests} API calls for 48 requests"
     );
     // Time passes (not a synchronisation: the cooldown is what is measured).
     tokio::time::sleep(Duration::from_millis(400)).await;

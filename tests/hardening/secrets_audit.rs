@@ -1,4 +1,4 @@
-//! INV-3, D13: a canary audit. Scenarios covering the whole story (rotation, 401 and replay,
+//! No secret leaks: a canary audit. Scenarios covering the whole story (rotation, 401 and replay,
 //! echoing error bodies, malformed tokens, persistence failures, redirects, stores) run with
 //! `tracing` captured at TRACE (and `log` records bridged into it), every public type and error
 //! is formatted with `Debug` and `Display`, and every request every server received is

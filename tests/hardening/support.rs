@@ -36,11 +36,11 @@ pub use shared::{built_with_tokens, client, events, token_error, wait_for, WAIT}
 /// What the server does when a refresh token other than the current one is presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
-    /// P-STRICT (node-oidc-provider, Hydra without grace): revoke the whole grant.
+    /// Strict (node-oidc-provider, Hydra without grace): revoke the whole grant.
     Strict,
     /// Keycloak "Stale token": refuse with `invalid_grant`, revoke nothing.
     Stale,
-    /// P-OKTA: the immediately previous refresh token stays valid for this long.
+    /// Okta-like: the immediately previous refresh token stays valid for this long.
     Grace(Duration),
 }
 
@@ -66,7 +66,8 @@ pub struct MiniAs {
 pub struct AsConfig {
     pub reuse: Reuse,
     pub lifetime: Duration,
-    /// Delay of every token response; the rotation is committed *before* it (P-AMBIG).
+    /// Delay of every token response; the rotation is committed *before* it (a lost response
+    /// when the client gives up first).
     pub delay: Duration,
     /// This many first token responses are delayed by `lost_after` instead (the client times
     /// out: the response is lost after the server committed).
@@ -176,7 +177,7 @@ impl MiniAs {
         self.state.lock().unwrap().current.clone()
     }
 
-    /// INV-1 for servers without a grace window: no refresh token was presented twice.
+    /// For servers without a grace window: no refresh token was presented twice.
     pub fn assert_no_refresh_token_reused(&self) {
         let presented = self.presented();
         let unique: HashSet<_> = presented.iter().collect();

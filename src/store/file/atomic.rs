@@ -1,5 +1,6 @@
 //! Crash-safe replacement of a file: a private temp file in the same directory, fsync, rename
-//! over the target, fsync the directory (REQUIREMENTS D6).
+//! over the target, fsync the directory: a crash leaves the old file or the new one, never a
+//! torn one.
 //!
 //! A crash at any point leaves either the old or the new contents under the target name; what
 //! it may leave besides is a temp file, which readers never open and [`remove_leftovers`]
