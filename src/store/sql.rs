@@ -101,6 +101,19 @@ struct Row {
     sealed: String,
 }
 
+/// The columns `SELECT version, revision, sealed` returns.
+type Columns = (i64, Option<String>, String);
+
+impl From<Columns> for Row {
+    fn from((version, revision, sealed): Columns) -> Self {
+        Self {
+            version,
+            revision,
+            sealed,
+        }
+    }
+}
+
 /// A row to write.
 struct Write<'a> {
     key: &'a str,

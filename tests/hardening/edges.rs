@@ -34,14 +34,19 @@ fn with_initial(
     )
 }
 
+/// Sends one request and expects it to succeed.
+async fn succeeds(client: &reqwest_middleware::ClientWithMiddleware, url: String) {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 #[tokio::test]
 async fn initial_tokens_are_not_seeded_again_after_a_logout() {
     let server = MiniAs::strict().await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
     let t0 = server.issue_expired_grant();
     let (first, first_manager) = with_initial(&server, Arc::clone(&store), t0.clone());
-    let response = first.get(server.api_url("a")).send().await.unwrap();
-    assert_eq!(response.status(), 200, "T0 rotated to T1");
+    succeeds(&first, server.api_url("a")).await; // T0 rotated to T1
     first_manager.clear(&key()).await.unwrap();
 
     // The next run of the program, built the same way.
@@ -62,15 +67,7 @@ async fn initial_tokens_are_not_seeded_again_after_invalid_grant() {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
     let t0 = server.issue_expired_grant();
     let (first, _) = with_initial(&server, Arc::clone(&store), t0.clone());
-    assert_eq!(
-        first
-            .get(server.api_url("a"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    succeeds(&first, server.api_url("a")).await;
     server.revoke();
     server.reject_access_tokens();
     let error = failed_request(&first, server.api_url("b")).await;
@@ -96,26 +93,10 @@ async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
     let t0 = server.issue_expired_grant();
     // Another process ran first: it rotated T0 to T1 and stored T1.
     let (other, _) = with_initial(&server, Arc::clone(&store), t0.clone());
-    assert_eq!(
-        other
-            .get(server.api_url("a"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    succeeds(&other, server.api_url("a")).await;
     // This process starts later with the same initial tokens and adopts T1.
     let (client, _) = with_initial(&server, Arc::clone(&store), t0);
-    assert_eq!(
-        client
-            .get(server.api_url("b"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    succeeds(&client, server.api_url("b")).await;
     server.revoke();
     server.reject_access_tokens();
     let error = failed_request(&client, server.api_url("c")).await;

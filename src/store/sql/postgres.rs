@@ -16,7 +16,7 @@ use sqlx::{ConnectOptions, PgConnection, PgPool};
 
 use super::errors::store_error;
 use super::schema::Table;
-use super::{Row, Write};
+use super::{Columns, Row, Write};
 use crate::key::TokenKey;
 use crate::store::{StoreError, StoreErrorKind, StoreLock};
 
@@ -29,13 +29,8 @@ pub(super) async fn fetch(
         "SELECT version, revision, sealed FROM {} WHERE token_key = $1",
         table.quoted()
     );
-    let row: Option<(i64, Option<String>, String)> =
-        sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
-    Ok(row.map(|(version, revision, sealed)| Row {
-        version,
-        revision,
-        sealed,
-    }))
+    let row: Option<Columns> = sqlx::query_as(&sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(Row::from))
 }
 
 pub(super) async fn insert(
