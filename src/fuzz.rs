@@ -65,5 +65,5 @@ pub fn rejects_token(values: &[&str]) -> bool {
 
 /// Whether `token` is an RFC 6750 `b64token` (what may go into `Authorization: Bearer`).
 pub fn is_b64token(token: &str) -> bool {
-    crate::grant::is_b64token(token)
+    crate::token::is_b64token(token)
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidResponse;
-use crate::grant::is_b64token;
 use crate::revision::Revision;
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -387,6 +386,16 @@ impl TokenResponse {
         }
         Ok(())
     }
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// Anything else could not be sent in a header safely (CR/LF injection) or is not a bearer token.
+pub(crate) fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// `time` to the microsecond: what a store keeps, so a set reads back equal to itself.

@@ -13,7 +13,6 @@ pub use builder::GrantBuilder;
 pub use client_credentials::{ClientCredentialsGrant, ClientCredentialsGrantBuilder};
 pub use endpoint::ClientAuth;
 pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
-pub(crate) use response::is_b64token;
 
 use crate::error::Error;
 use crate::key::TokenKey;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorCode, InvalidResponse, OAuthError, TransientError};
 use crate::key::TokenKey;
 use crate::secret::{AccessToken, RefreshToken};
-use crate::token::TokenResponse;
+use crate::token::{is_b64token, TokenResponse};
 use crate::ReauthorizationReason;
 
 /// Longest `error_description` kept, in characters.
@@ -185,16 +185,6 @@ fn lifetime(value: &Value) -> Option<Duration> {
     }
     // Clamped later to the crate's maximum lifetime; the cast saturates.
     Some(Duration::from_secs(seconds as u64))
-}
-
-/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// Anything else could not be sent in a header safely (CR/LF injection) or is not a bearer token.
-pub(crate) fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
 }
 
 /// Makes server-supplied text safe to display: secrets redacted, control characters escaped,

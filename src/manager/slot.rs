@@ -9,11 +9,11 @@ use http::HeaderValue;
 
 use super::flight::Flight;
 use crate::error::{Error, ReauthorizationReason};
-use crate::grant::is_b64token;
 use crate::key::TokenKey;
 use crate::policy::Unsaved;
 use crate::record::TokenRecord;
 use crate::revision::Revision;
+use crate::token::is_b64token;
 use crate::token::TokenSet;
 
 /// A token ready to send: the set and its ready-made `Authorization` value.
