@@ -39,6 +39,17 @@ struct Run {
     save_failed: Option<StoreError>,
 }
 
+impl Run {
+    /// The end of a run that made a change: done, unless one of its saves failed (the change
+    /// is in place in memory and saved later).
+    fn finished(&mut self) -> Result<Option<PublishedToken>, Error> {
+        match self.save_failed.take() {
+            Some(error) => Err(Error::Store(error)),
+            None => Ok(None),
+        }
+    }
+}
+
 impl Inner {
     /// Runs `order` for `slot` to its end. Returns the token to use for
     /// [`Intent::Send`]/[`Intent::Replace`], nothing for the others.
@@ -76,12 +87,7 @@ impl Inner {
             log::trace!(%key, ?step, "next step");
             match step {
                 Step::Use => return writer.token().map(Some).ok_or(Error::RefreshAborted),
-                Step::Done => {
-                    return match run.save_failed.take() {
-                        Some(error) => Err(Error::Store(error)),
-                        None => Ok(None),
-                    }
-                }
+                Step::Done => return run.finished(),
                 Step::Fail(refusal) => return Err(self.refusal(&mut writer, refusal)),
                 Step::Adopt => self.adopt(&mut writer, &run, held.as_ref())?,
                 Step::Resave => self.resave(&mut writer, &mut run, held).await,
@@ -96,10 +102,7 @@ impl Inner {
                 Step::Seed => self.seed(&mut writer, &mut run).await?,
                 Step::Replace => {
                     if self.replace(&mut writer, &mut run, held.as_ref()).await? {
-                        return match run.save_failed.take() {
-                            Some(error) => Err(Error::Store(error)),
-                            None => Ok(None),
-                        };
+                        return run.finished();
                     }
                 }
                 Step::Revoke => {
