@@ -197,29 +197,29 @@ impl TokenManager {
             return Ok(token);
         }
         let slot = self.inner.slot(key);
+        let (now, wall_now) = (Instant::now(), SystemTime::now());
         let current = match &**slot.state() {
-            KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
+            KeyState::Active(token)
+                if !token.refresh_due(wall_now)
+                    || policy::use_while_held_back(
+                        token.tokens(),
+                        slot.held_back_until(),
+                        now,
+                        wall_now,
+                    ) =>
+            {
                 return slot.token().ok_or(Error::RefreshAborted);
             }
             KeyState::Active(_) => slot.token(),
-            KeyState::Unusable(unusable)
-                if !policy::recheck_due(unusable.since, Instant::now()) =>
-            {
+            KeyState::Unusable(unusable) if !policy::recheck_due(unusable.since, now) => {
                 return Err(unusable.error.clone());
             }
             _ => None,
         };
         let seen = current.as_ref().map(|token| token.revision().clone());
-        let outcome = self.inner.fly_patiently(&slot, seen, Intent::Send).await;
-        match (outcome, current) {
-            (Ok(token), _) => Ok(token),
-            (Err(error), Some(token))
-                if policy::send_anyway(token.tokens(), &error, SystemTime::now()) =>
-            {
-                Ok(token)
-            }
-            (Err(error), _) => Err(error),
-        }
+        self.inner
+            .fly_patiently(&slot, seen, Intent::Send, current.as_ref())
+            .await
     }
 
     /// The token to replay with after the resource server rejected `rejected`, or `None` when
@@ -233,7 +233,7 @@ impl TokenManager {
         let rejected = rejected.revision().clone();
         let token = self
             .inner
-            .fly_patiently(&slot, Some(rejected.clone()), Intent::Replace)
+            .fly_patiently(&slot, Some(rejected.clone()), Intent::Replace, None)
             .await?;
         Ok((token.revision() != &rejected).then_some(token))
     }
@@ -275,23 +275,31 @@ impl Inner {
         slot
     }
 
-    /// Joins or starts the key's flight; if refreshes are held back for a short while after a
-    /// failure, waits for the next attempt once instead of failing at once.
+    /// Joins or starts the key's flight. If it fails, `current` (a due token) is used while it
+    /// is valid; else, if refreshes are held back for a short while, waits for the next attempt
+    /// once instead of failing at once.
     async fn fly_patiently(
         self: &Arc<Self>,
         slot: &Arc<KeySlot>,
         seen: Option<Revision>,
         intent: Intent,
+        current: Option<&PublishedToken>,
     ) -> Result<PublishedToken, Error> {
-        match self.fly(slot, seen.clone(), intent).await {
-            Err(error) => match policy::wait_for_retry(&error) {
-                Some(pause) => {
-                    tokio::time::sleep(pause).await;
-                    self.fly(slot, seen, intent).await
-                }
-                None => Err(error),
-            },
-            outcome => outcome,
+        let error = match self.fly(slot, seen.clone(), intent).await {
+            Ok(token) => return Ok(token),
+            Err(error) => error,
+        };
+        if let Some(current) = current {
+            if policy::send_anyway(current.tokens(), &error, SystemTime::now()) {
+                return Ok(current.clone());
+            }
+        }
+        match policy::wait_for_retry(&error) {
+            Some(pause) => {
+                tokio::time::sleep(pause).await;
+                self.fly(slot, seen, intent).await
+            }
+            None => Err(error),
         }
     }
 

@@ -436,6 +436,17 @@ pub(crate) fn send_anyway(current: &TokenSet, error: &Error, now: SystemTime) ->
     !error.is_reauthorization_required() && !current.is_expired_at(now)
 }
 
+/// Whether a due but unexpired `current` is sent without even trying a refresh: refreshes are
+/// held back after a failure until `held_back_until`.
+pub(crate) fn use_while_held_back(
+    current: &TokenSet,
+    held_back_until: Option<Instant>,
+    now: Instant,
+    wall_now: SystemTime,
+) -> bool {
+    held_back_until.is_some_and(|until| now < until) && !current.is_expired_at(wall_now)
+}
+
 /// How long a caller waits for the next attempt of a backed-off refresh, if it waits at all.
 pub(crate) fn wait_for_retry(error: &Error) -> Option<Duration> {
     match error {

@@ -150,6 +150,9 @@ pub(super) struct KeySlot {
     book: tokio::sync::Mutex<Book>,
     /// The refresh that concurrent callers join.
     pub(super) flight: Mutex<Option<Flight>>,
+    /// Until when refreshes are held back after a failure, readable without the writer lock:
+    /// a still-valid token is then used without starting a run.
+    held_back_until: Mutex<Option<Instant>>,
 }
 
 impl KeySlot {
@@ -159,7 +162,13 @@ impl KeySlot {
             state: ArcSwap::from_pointee(KeyState::Unloaded),
             book: tokio::sync::Mutex::new(Book::default()),
             flight: Mutex::new(None),
+            held_back_until: Mutex::new(None),
         }
+    }
+
+    /// Until when refreshes are held back, if they are.
+    pub(super) fn held_back_until(&self) -> Option<Instant> {
+        *lock(&self.held_back_until)
     }
 
     /// What callers see now.
@@ -282,6 +291,7 @@ impl KeyWriter<'_> {
     }
 
     pub(super) fn hold_back(&mut self, held_back: Option<HeldBack>) {
+        *lock(&self.slot.held_back_until) = held_back.as_ref().map(|held_back| held_back.until);
         self.book.held_back = held_back.map(Box::new);
     }
 

@@ -726,6 +726,14 @@ fn callers_wait_briefly_for_a_backed_off_refresh_and_keep_valid_tokens() {
         reason: ReauthorizationReason::NoTokens,
     };
     assert!(!send_anyway(&valid, &dead, SystemTime::now()));
+
+    // While refreshes are held back, a valid token is sent without even trying.
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let later = Some(now + Duration::from_secs(3));
+    assert!(use_while_held_back(&valid, later, now, wall));
+    assert!(!use_while_held_back(&expired, later, now, wall));
+    assert!(!use_while_held_back(&valid, Some(now), now, wall));
+    assert!(!use_while_held_back(&valid, None, now, wall));
 }
 
 #[test]

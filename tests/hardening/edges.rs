@@ -394,3 +394,33 @@ fn a_malformed_endpoint_url_never_shows_its_password() {
         assert!(!shown.contains("pa55"), "{shown}");
     }
 }
+
+/// A proactive refresh that fails while the token is still valid does not fail the request, and
+/// the requests that follow while refreshes are held back use the valid token without a call.
+#[tokio::test]
+async fn a_failing_proactive_refresh_keeps_the_still_valid_token_working() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/x"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(5)
+        .mount(&server)
+        .await;
+    let (client, _) = built_with_tokens(
+        middleware(grant(&format!("{}/token", server.uri())), &server.uri()),
+        // Inside the 60 s leeway, not expired.
+        TokenSet::new(AccessToken::new("at-1"))
+            .with_refresh_token(RefreshToken::new("rt-1"))
+            .with_expires_at(std::time::SystemTime::now() + Duration::from_secs(30)),
+    )
+    .await;
+    for _ in 0..5 {
+        succeeds(&client, format!("{}/x", server.uri())).await;
+    }
+}
