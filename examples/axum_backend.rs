@@ -1,4 +1,4 @@
-// cargo run --example axum_backend
+// cargo run --example axum_backend --features test-util
 //
 // A web backend (axum) that calls an OAuth-protected API for its users. Refresh tokens and
 // access tokens stay on the server, kept per user by the token middleware; the browser only
@@ -8,10 +8,6 @@
 // crate's test kit), the backend, and a "browser" that logs in, reads its inbox across a token
 // rejection, and logs out (which revokes the refresh token).
 
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
-
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -19,8 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenManager, TokenRefreshMiddleware};
-use test_util::MockAuthorizationServer;
 
 #[derive(Clone)]
 struct Backend {

@@ -1,4 +1,4 @@
-// cargo run --example custom_store
+// cargo run --example custom_store --features test-util
 //
 // Keeping tokens somewhere this crate does not cover: implement `TokenStore`. This one keeps
 // each key's record as a JSON document in a directory, one file per key, and shows the
@@ -13,10 +13,6 @@
 //
 // (Not crash-safe on purpose, to stay short: use FileTokenStore, feature `file`, for real.)
 
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,11 +20,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest_middleware::ClientBuilder;
+use reqwest_token_refresh::test_util::store_contract::StoreContract;
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 use reqwest_token_refresh::{
     RefreshTokenGrant, Revision, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenKey,
     TokenRecord, TokenRefreshMiddleware, TokenStore,
 };
-use test_util::MockAuthorizationServer;
 
 /// One JSON file per key in a directory.
 struct DirectoryStore {
@@ -128,9 +125,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stored.generation()
     );
     println!("token requests:        {}", server.refresh_calls());
-    std::fs::remove_dir_all(&dir)?;
     if !response.status().is_success() || stored.generation() != 2 {
         return Err("expected the rotated tokens to be stored".into());
     }
+
+    // Checking a store against the whole contract (feature `test-util`): each call of the
+    // closure must return a store on the same backend; this one locks in memory, so it is
+    // shared.
+    let store = Arc::new(DirectoryStore {
+        dir: dir.clone(),
+        locks: Mutex::default(),
+    });
+    StoreContract::new(move || {
+        let store = Arc::clone(&store);
+        async move { store }
+    })
+    .run()
+    .await;
+    println!("store contract:        passed");
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

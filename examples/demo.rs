@@ -1,14 +1,10 @@
-// cargo run --example demo
+// cargo run --example demo --features test-util
 //
 // Starts, in this process on loopback, an authorization server that rotates refresh tokens and
 // revokes the whole grant when a consumed refresh token comes back (as node-oidc-provider, Hydra
 // and Auth0 do), plus an API protected by its access tokens. Then drives one
 // `ClientWithMiddleware` through several token lifetimes with many concurrent requests, and
 // prints what happened.
-
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +14,7 @@ use futures::future::join_all;
 use reqwest_middleware::ClientBuilder;
 use reqwest_token_refresh::{Event, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
 
-use test_util::MockAuthorizationServer;
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 
 const LIFETIMES: u32 = 4;
 const REQUESTS_PER_ROUND: usize = 250;

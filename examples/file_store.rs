@@ -1,4 +1,4 @@
-// cargo run --example file_store --features file
+// cargo run --example file_store --features file,test-util
 //
 // A command-line program whose tokens survive restarts. It starts, in this process on loopback,
 // an authorization server that rotates the refresh token on every refresh and revokes the whole
@@ -6,10 +6,6 @@
 // middleware instances, built one after the other on the same token file, as two invocations
 // of a program would. The first run refreshes (rotating the refresh token) and saves; the
 // second run starts from the file, with no login, and keeps refreshing with the rotated token.
-
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +15,7 @@ use reqwest_token_refresh::{
     FileTokenStore, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware, TokenSet, TokenStore,
 };
 
-use test_util::MockAuthorizationServer;
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,4 +1,4 @@
-// cargo run --example redis_backend --features redis
+// cargo run --example redis_backend --features redis,test-util
 //
 // A backend that calls an OAuth-protected API on behalf of many users, keeping every user's
 // refresh token server-side in Redis (sealed, with a TTL), so any replica can serve any user and
@@ -9,10 +9,6 @@
 // and revokes the grant on reuse, plus the protected API; then two "replicas" (two clients on
 // the same Redis) serve requests for three users through a token lifetime change.
 
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
-
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -22,7 +18,7 @@ use reqwest_token_refresh::{
     TokenRefreshMiddleware,
 };
 
-use test_util::MockAuthorizationServer;
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 

@@ -1,4 +1,4 @@
-// cargo run --example with_retry --features retry
+// cargo run --example with_retry --features retry,test-util
 //
 // Composing with reqwest-retry. The retry middleware goes FIRST (outermost), so every attempt
 // passes through the token middleware again; `TokenRefreshRetryableStrategy` makes it retry a
@@ -8,18 +8,14 @@
 //
 // The loopback authorization server below fails the first two token requests with 503.
 
-// The crate's test kit (public as `reqwest_token_refresh::test_util` with feature `test-util`).
-#[path = "../src/test_util.rs"]
-mod test_util;
-
 use std::time::Duration;
 
 use reqwest_middleware::ClientBuilder;
 use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+use reqwest_token_refresh::test_util::{Fault, MockAuthorizationServer};
 use reqwest_token_refresh::{
     RefreshTokenGrant, TokenKey, TokenRefreshMiddleware, TokenRefreshRetryableStrategy,
 };
-use test_util::{Fault, MockAuthorizationServer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

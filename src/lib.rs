@@ -114,10 +114,6 @@
 // Without `tracing`, values bound only to be logged go unused.
 #![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 
-// Lets `test_util` name this crate the same way whether it is compiled here or included
-// into the test binaries and examples.
-extern crate self as reqwest_token_refresh;
-
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 #[path = "fuzz.rs"]
@@ -168,8 +164,8 @@ pub use store::FileTokenStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::SqlTokenStore;
 pub use store::{
-    CallbackTokenStore, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind, StoreLock,
-    TokenStore,
+    CallbackTokenStore, HeldLock, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind,
+    StoreLock, TokenStore,
 };
 #[cfg(feature = "encryption")]
 pub use store::{EncryptionKey, KeyRing, Opened};

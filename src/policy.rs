@@ -179,6 +179,14 @@ pub enum Step {
     End(EndReason),
 }
 
+impl Step {
+    /// Whether the step calls the authorization server, which only the holder of the store's
+    /// lock may do.
+    pub fn calls_authorization_server(&self) -> bool {
+        matches!(self, Step::Refresh { .. } | Step::Mint | Step::Revoke)
+    }
+}
+
 /// Why there is nothing to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

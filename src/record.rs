@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::revision::Revision;
-use crate::token::{unix_time, TokenSet};
+use crate::token::{to_micros, unix_time, TokenSet};
 
 /// What a [`TokenStore`](crate::TokenStore) keeps for one key.
 ///
@@ -110,7 +110,7 @@ impl Ended {
     ) -> Self {
         Self {
             ended: reason,
-            ended_at: Some(at),
+            ended_at: Some(to_micros(at)),
             issued_for,
             generation,
             revision: Revision::random(),

@@ -41,7 +41,8 @@
 //!
 //! The API answers `200 ok` under `/api/` to a current access token and `401` with
 //! `WWW-Authenticate: Bearer error="invalid_token"` to anything else.
-#![allow(dead_code)]
+
+pub mod store_contract;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -49,7 +50,7 @@ use std::time::Duration;
 
 use std::collections::VecDeque;
 
-use reqwest_token_refresh::{AccessToken, RefreshToken, TokenSet};
+use crate::{AccessToken, RefreshToken, TokenSet};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

@@ -399,7 +399,7 @@ pub(crate) fn is_b64token(token: &str) -> bool {
 }
 
 /// `time` to the microsecond: what a store keeps, so a set reads back equal to itself.
-fn to_micros(time: SystemTime) -> SystemTime {
+pub(crate) fn to_micros(time: SystemTime) -> SystemTime {
     match time.duration_since(UNIX_EPOCH) {
         Ok(elapsed) => UNIX_EPOCH + Duration::from_micros(elapsed.as_micros() as u64),
         Err(_) => UNIX_EPOCH,

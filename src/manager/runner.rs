@@ -37,6 +37,8 @@ struct Run {
     called: bool,
     /// A save of this run failed, for callers that asked for a change.
     save_failed: Option<StoreError>,
+    /// The store's lock turned out to be lost when checked before a call.
+    lock_lost: bool,
 }
 
 impl Run {
@@ -53,6 +55,9 @@ impl Run {
 impl Inner {
     /// Runs `order` for `slot` to its end. Returns the token to use for
     /// [`Intent::Send`]/[`Intent::Replace`], nothing for the others.
+    ///
+    /// The store's lock is released, and the release awaited, before this returns: a process
+    /// that exits right after leaves no lock behind for the next one.
     pub(super) async fn run(
         self: &Arc<Self>,
         slot: &Arc<KeySlot>,
@@ -66,6 +71,19 @@ impl Inner {
             key: key.clone(),
             waited: waiting.elapsed(),
         });
+        let outcome = self.locked(&mut writer, &lock, order).await;
+        lock.release().await;
+        outcome
+    }
+
+    /// The steps of a run, under both locks.
+    async fn locked(
+        self: &Arc<Self>,
+        writer: &mut KeyWriter<'_>,
+        lock: &StoreLock,
+        order: Order,
+    ) -> Result<Option<PublishedToken>, Error> {
+        let key = &writer.key().clone();
         let stored = self.store.load(key).await.map_err(Error::Store)?;
         let mut run = Run {
             order,
@@ -73,6 +91,7 @@ impl Inner {
             store_behind: false,
             called: false,
             save_failed: None,
+            lock_lost: false,
         };
         for _ in 0..MAX_STEPS {
             let held = writer.held();
@@ -80,28 +99,31 @@ impl Inner {
                 // Initial tokens are for a key whose store never held a record.
                 self.initial_used.store(true, Ordering::Release);
             }
-            let step = policy::decide(
-                &self.facts(&writer, &run, held.as_ref(), &lock),
-                &self.rules,
-            );
+            let step = policy::decide(&self.facts(writer, &run, held.as_ref(), lock), &self.rules);
             log::trace!(%key, ?step, "next step");
+            // The loss flag can lag behind: ask the backend before a call, and decide again
+            // if the lock is gone.
+            if step.calls_authorization_server() && !lock.still_held().await {
+                run.lock_lost = true;
+                continue;
+            }
             match step {
                 Step::Use => return writer.token().map(Some).ok_or(Error::RefreshAborted),
                 Step::Done => return run.finished(),
-                Step::Fail(refusal) => return Err(self.refusal(&mut writer, refusal)),
-                Step::Adopt => self.adopt(&mut writer, &run, held.as_ref())?,
-                Step::Resave => self.resave(&mut writer, &mut run, held).await,
+                Step::Fail(refusal) => return Err(self.refusal(writer, refusal)),
+                Step::Adopt => self.adopt(writer, &run, held.as_ref())?,
+                Step::Resave => self.resave(writer, &mut run, held).await,
                 Step::Refresh { cooldown } => {
                     if cooldown {
                         writer.start_cooldown(Instant::now() + self.config.rejection_cooldown);
                     }
                     let base = held.as_ref().and_then(TokenRecord::tokens);
-                    self.call(&mut writer, &mut run, base, &lock).await?;
+                    self.call(writer, &mut run, base, lock).await?;
                 }
-                Step::Mint => self.call(&mut writer, &mut run, None, &lock).await?,
-                Step::Seed => self.seed(&mut writer, &mut run).await?,
+                Step::Mint => self.call(writer, &mut run, None, lock).await?,
+                Step::Seed => self.seed(writer, &mut run).await?,
                 Step::Replace => {
-                    if self.replace(&mut writer, &mut run, held.as_ref()).await? {
+                    if self.replace(writer, &mut run, held.as_ref()).await? {
                         return run.finished();
                     }
                 }
@@ -114,7 +136,7 @@ impl Inner {
                     run.called = true;
                 }
                 Step::End(reason) => {
-                    self.end(&mut writer, &mut run, held.as_ref(), reason, None)
+                    self.end(writer, &mut run, held.as_ref(), reason, None)
                         .await
                 }
             }
@@ -140,7 +162,7 @@ impl Inner {
             unsaved: writer.unsaved(),
             stored: run.stored.as_ref(),
             store_behind: run.store_behind,
-            lock_held: lock.is_held(),
+            lock_held: lock.is_held() && !run.lock_lost,
             called: run.called,
             initial_available: self.initial_available(writer.key()),
             backoff_until: writer.held_back().map(|held_back| held_back.until),

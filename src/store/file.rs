@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use super::{HeldLock, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::backoff::Backoff;
 use crate::key::TokenKey;
 use crate::record::TokenRecord;
 use crate::revision::Revision;
@@ -33,9 +34,9 @@ const VERSION: u64 = 2;
 /// A token file larger than this is not one this store wrote.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Polling interval bounds while another process holds the file lock.
-const LOCK_POLL_FIRST: Duration = Duration::from_millis(1);
+/// Pauses between attempts while another process holds the file lock.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX);
 
 /// Keeps token sets in a JSON file, safely shared by the processes of one machine: a CLI run
 /// many times, or several workers using one credential.
@@ -76,8 +77,10 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
 /// ```
 ///
 /// - **Private.** The file is created with mode 0600, whatever the umask. A token file that
-///   group or others may read or write, or that is a symbolic link, is refused
-///   ([`StoreErrorKind::Refused`]; the message says how to fix it).
+///   group or others may read or write, that is a symbolic link, or that another user owns, and
+///   a directory that group or others can write to (unless it has the sticky bit, like `/tmp`),
+///   are refused ([`StoreErrorKind::Refused`]; the message says how to fix it;
+///   [`danger_skip_ownership_checks`](Self::danger_skip_ownership_checks) accepts the last two).
 /// - **Crash-safe.** Every write goes to a new temp file in the same directory
 ///   (`.<name>.tmp-<pid>-<n>`), which is fsynced and renamed over the file, then the directory
 ///   is fsynced. A crash leaves the old or the new document, never a torn one. Temp files are
@@ -93,8 +96,10 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(20);
 /// [`lock`](TokenStore::lock) takes an exclusive `flock` on a sibling file, `<name>.lock`
 /// (never on the token file itself, which every write replaces), so processes sharing the file
 /// refresh one at a time and the others reload and adopt the rotated tokens. The OS releases the
-/// lock when its holder dies. Waiting is bounded by [`lock_timeout`](Self::lock_timeout)
-/// (default 30 s; then [`StoreErrorKind::LockTimeout`]).
+/// lock when its holder dies. If the lock file is removed or replaced while held, the holder
+/// notices (it checks that the path still names the file it locked, after locking and before
+/// every token call) and calls nothing. Waiting is bounded by
+/// [`lock_timeout`](Self::lock_timeout) (default 30 s; then [`StoreErrorKind::LockTimeout`]).
 ///
 /// The lock covers the whole file, so it serializes the refreshes of every key in it. Within one
 /// process, tasks locking the same store queue on an async mutex in front of the file lock (two
@@ -117,12 +122,14 @@ pub struct FileTokenStore {
 }
 
 /// The files a store uses, derived from the token file's path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Paths {
     file: PathBuf,
     dir: PathBuf,
     lock: PathBuf,
     temp_prefix: OsString,
+    /// Refuse a token file another user owns, and a directory others can write to.
+    check_owners: bool,
 }
 
 impl Paths {
@@ -150,7 +157,54 @@ impl Paths {
             lock: dir.join(lock),
             dir,
             temp_prefix,
+            check_owners: true,
         })
+    }
+
+    /// Refuses a directory where another user can swap files: writable by group or others,
+    /// unless the sticky bit restricts renames and deletes to each file's owner (as in /tmp).
+    fn check_dir(&self) -> Result<(), StoreError> {
+        if !self.check_owners {
+            return Ok(());
+        }
+        let metadata = match fs::metadata(&self.dir) {
+            Ok(metadata) => metadata,
+            // Created (0700) when the lock is first taken.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(io_error("could not read directory", &self.dir, error)),
+        };
+        let mode = metadata.mode() & 0o7777;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(StoreError::new(
+                StoreErrorKind::Refused,
+                format!(
+                    "directory {dir} is writable by group or others (mode {mode:04o}) without the \
+                     sticky bit: another user could replace the token file. run `chmod go-w \
+                     {dir}`, or keep the file in a private directory",
+                    dir = self.dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a file owned by another user than this process's: it could have been planted.
+    fn check_owner(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), StoreError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if !self.check_owners || metadata.uid() == euid {
+            return Ok(());
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Refused,
+            format!(
+                "{path} is owned by uid {owner}, not by this process's user (uid {euid}); \
+                 refusing to use it (another user may have planted it). run `chown` to give it \
+                 to the user running this program",
+                path = path.display(),
+                owner = metadata.uid()
+            ),
+        ))
     }
 }
 
@@ -189,6 +243,27 @@ impl FileTokenStore {
     #[must_use]
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Accepts a token file owned by another user and a directory that others can write to.
+    /// Both are refused by default ([`StoreErrorKind::Refused`]), since either lets another
+    /// user plant or swap the tokens; use this only for a deployment that needs it (a file
+    /// provisioned by another account) and whose directory you trust.
+    ///
+    /// ```
+    /// use reqwest_token_refresh::FileTokenStore;
+    ///
+    /// let store = FileTokenStore::new("/srv/shared/tokens.json").danger_skip_ownership_checks();
+    /// ```
+    #[must_use]
+    pub fn danger_skip_ownership_checks(mut self) -> Self {
+        self.paths = self.paths.map(|paths| {
+            Arc::new(Paths {
+                check_owners: false,
+                ..(*paths).clone()
+            })
+        });
         self
     }
 
@@ -269,16 +344,19 @@ impl TokenStore for FileTokenStore {
             tokio::time::timeout_at(deadline, Arc::clone(&self.in_process).lock_owned())
                 .await
                 .map_err(|_| timed_out())?;
-        let file = blocking({
-            let paths = Arc::clone(&paths);
-            move || open_lock_file(&paths)
-        })
-        .await?;
-        let mut pause = LOCK_POLL_FIRST;
-        loop {
+        let mut pauses = LOCK_POLL.pauses();
+        let file = loop {
+            let file = blocking({
+                let paths = Arc::clone(&paths);
+                move || open_lock_file(&paths)
+            })
+            .await?;
             // Non-blocking (LOCK_NB): polling keeps the wait bounded and cancellable.
             match file.try_lock() {
-                Ok(()) => break,
+                // Locked, but the path may name another file by now (the lock file was removed
+                // or replaced after we opened it): a lock on an unlinked file excludes nobody.
+                Ok(()) if names(&paths.lock, &file) => break file,
+                Ok(()) => continue,
                 Err(fs::TryLockError::WouldBlock) => {}
                 Err(fs::TryLockError::Error(error)) => {
                     return Err(StoreError::new(
@@ -292,11 +370,12 @@ impl TokenStore for FileTokenStore {
             if now >= deadline {
                 return Err(timed_out());
             }
+            let pause = pauses.next().unwrap_or(LOCK_POLL_MAX);
             tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(LOCK_POLL_MAX);
-        }
+        };
         let guard = FileLockGuard {
             file,
+            path: paths.lock.clone(),
             _in_process: in_process,
         };
         // Every writer holds this lock, so a temp file present now belongs to a dead writer.
@@ -307,14 +386,36 @@ impl TokenStore for FileTokenStore {
             Ok(())
         })
         .await?;
-        Ok(StoreLock::new(guard))
+        Ok(StoreLock::held(guard))
+    }
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+fn names(path: &Path, file: &File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
     }
 }
 
 /// Holds the file lock, then the in-process queue; releases them in that order.
 struct FileLockGuard {
     file: File,
+    path: PathBuf,
     _in_process: OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl HeldLock for FileLockGuard {
+    /// Still the lock file the path names: if someone removed or replaced it, another process
+    /// can lock the new one, and this lock excludes nobody.
+    async fn is_held(&self) -> bool {
+        names(&self.path, &self.file)
+    }
+
+    async fn release(self: Box<Self>) {
+        // Dropped: unlocked, then the in-process queue moves on.
+    }
 }
 
 impl Drop for FileLockGuard {
@@ -355,6 +456,7 @@ async fn blocking<T: Send + 'static>(
 /// Reads and checks the token file; `None` when there is none.
 fn read_document(paths: &Paths) -> Result<Option<Document>, StoreError> {
     let path = &paths.file;
+    paths.check_dir()?;
     // O_NOFOLLOW: a symlink is refused by the open itself (no check-then-open gap);
     // O_NONBLOCK: a FIFO put in the file's place cannot hang the open.
     let opened = OpenOptions::new()
@@ -386,6 +488,7 @@ fn read_document(paths: &Paths) -> Result<Option<Document>, StoreError> {
             format!("token file {} is not a regular file", path.display()),
         ));
     }
+    paths.check_owner(path, &metadata)?;
     let mode = metadata.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(StoreError::new(
@@ -465,6 +568,7 @@ fn write_document(paths: &Paths, document: &Document) -> Result<(), StoreError> 
 
 /// Opens (creating it if needed, with its directory) the lock file.
 fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
+    paths.check_dir()?;
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -505,11 +609,10 @@ fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
             io_error("could not open lock file", &paths.lock, error)
         }
     })?;
-    let regular = file
+    let metadata = file
         .metadata()
-        .map_err(|error| io_error("could not open lock file", &paths.lock, error))?
-        .is_file();
-    if !regular {
+        .map_err(|error| io_error("could not open lock file", &paths.lock, error))?;
+    if !metadata.is_file() {
         return Err(StoreError::new(
             StoreErrorKind::Refused,
             format!(
@@ -518,6 +621,8 @@ fn open_lock_file(paths: &Paths) -> Result<File, StoreError> {
             ),
         ));
     }
+    // Another user's lock file could be held by them for ever.
+    paths.check_owner(&paths.lock, &metadata)?;
     Ok(file)
 }
 
@@ -584,43 +689,6 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    #[tokio::test]
-    async fn conditional_save_accepts_the_expected_revision_only() {
-        let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.file());
-        let key = TokenKey::default();
-        let (first, second) = (tokens(1), tokens(2));
-        assert_eq!(store.load(&key).await.unwrap(), None);
-        assert_eq!(
-            store.save(&key, &first, None).await.unwrap(),
-            SaveOutcome::Saved
-        );
-        let conflict = SaveOutcome::Conflict {
-            current: Some(first.clone()),
-        };
-        assert_eq!(store.save(&key, &second, None).await.unwrap(), conflict);
-        // Same generation, another set (a new login after a logout): not the expected one.
-        let stranger = tokens(1);
-        assert_eq!(
-            store
-                .save(&key, &second, Some(stranger.revision()))
-                .await
-                .unwrap(),
-            conflict
-        );
-        assert_eq!(
-            store
-                .save(&key, &second, Some(first.revision()))
-                .await
-                .unwrap(),
-            SaveOutcome::Saved
-        );
-        assert_eq!(store.load(&key).await.unwrap(), Some(second.clone()));
-        // A second instance (a restart) reads the same.
-        let reopened = FileTokenStore::new(dir.file());
-        assert_eq!(reopened.load(&key).await.unwrap(), Some(second));
     }
 
     #[tokio::test]

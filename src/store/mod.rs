@@ -4,6 +4,7 @@ mod callback;
 mod error;
 #[cfg(feature = "file")]
 mod file;
+mod lock;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -11,9 +12,6 @@ mod redis;
 mod seal;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -23,6 +21,7 @@ pub use callback::CallbackTokenStore;
 pub use error::{StoreError, StoreErrorKind};
 #[cfg(feature = "file")]
 pub use file::FileTokenStore;
+pub use lock::{HeldLock, StoreLock};
 pub use memory::MemoryTokenStore;
 #[cfg(feature = "encryption")]
 pub use seal::{EncryptionKey, KeyRing, Opened};
@@ -46,11 +45,13 @@ use crate::revision::Revision;
 ///   returns [`SaveOutcome::Conflict`] with what is stored now. Compare revisions, never
 ///   generations: generations repeat after a logout and a new login, revisions never do.
 /// - [`lock`](TokenStore::lock): an exclusive section across every process sharing the store,
-///   held by the middleware for the whole lock → reload → refresh → save sequence. It is
-///   released when the returned [`StoreLock`] is dropped, and also when its holder dies. A
-///   lock that can be lost while held (a lease) says so through
-///   [`StoreLock::with_loss_flag`]. A store only ever used by one process may lock in memory
-///   (as [`MemoryTokenStore`] does).
+///   held by the middleware for the whole lock → reload → refresh → save sequence. The
+///   middleware releases it with [`StoreLock::release`] before the operation that took it
+///   returns, so a process that exits right after leaves no lock behind; it must also be
+///   released when the [`StoreLock`] is dropped and when its holder dies. A lock that can be
+///   lost while held (a lease, a database session, a lock file someone removed) says so
+///   ([`HeldLock::is_held`], checked before every call to the authorization server). A store
+///   only ever used by one process may lock in memory (as [`MemoryTokenStore`] does).
 ///
 /// The middleware never deletes a record: a logout or a dead grant is written as an
 /// [`Ended`](crate::Ended) record, so that every process and every later run knows the key needs
@@ -89,51 +90,24 @@ pub enum SaveOutcome {
     },
 }
 
-/// An exclusive section taken with [`TokenStore::lock`]; dropping it releases the section.
-#[must_use = "the lock is released when this value is dropped"]
-pub struct StoreLock {
-    _guard: Option<Box<dyn Send + Sync>>,
-    lost: Option<Arc<AtomicBool>>,
-}
-
-impl StoreLock {
-    /// A lock with nothing to release, for stores used by one process only.
-    pub fn none() -> Self {
-        Self {
-            _guard: None,
-            lost: None,
-        }
+/// A shared store is a store: one instance can serve several middlewares, or a middleware and
+/// your own code.
+#[async_trait]
+impl<S: TokenStore + ?Sized> TokenStore for std::sync::Arc<S> {
+    async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).load(key).await
     }
 
-    /// A lock released when `guard` is dropped (a file lock, a lease released by `Drop`, …).
-    pub fn new(guard: impl Send + Sync + 'static) -> Self {
-        Self {
-            _guard: Some(Box::new(guard)),
-            lost: None,
-        }
+    async fn save(
+        &self,
+        key: &TokenKey,
+        record: &TokenRecord,
+        expected: Option<&Revision>,
+    ) -> Result<SaveOutcome, StoreError> {
+        (**self).save(key, record, expected).await
     }
 
-    /// Attaches a flag the store sets when the lock is lost while held (a lease that expired
-    /// or could not be renewed). The middleware checks it before calling the token endpoint,
-    /// so a holder that lost its lease never refreshes alongside the new holder.
-    pub fn with_loss_flag(mut self, lost: Arc<AtomicBool>) -> Self {
-        self.lost = Some(lost);
-        self
-    }
-
-    /// Whether the lock is still held (always, for locks without a loss flag).
-    pub fn is_held(&self) -> bool {
-        self.lost
-            .as_ref()
-            .is_none_or(|lost| !lost.load(Ordering::Acquire))
-    }
-}
-
-impl std::fmt::Debug for StoreLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreLock")
-            .field("guarded", &self._guard.is_some())
-            .field("held", &self.is_held())
-            .finish()
+    async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
+        (**self).lock(key).await
     }
 }

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chacha20poly1305::aead::rand_core::RngCore;
-use chacha20poly1305::aead::OsRng;
 use hmac::{Hmac, Mac};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
@@ -15,7 +13,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::seal::KeyRing;
-use super::{SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use super::{HeldLock, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::backoff::Backoff;
 use crate::key::TokenKey;
 use crate::log;
 use crate::record::TokenRecord;
@@ -67,14 +66,18 @@ return 0
 ///   `HMAC-SHA256(salt, key)` in hex, so user ids cannot be read from the keyspace (the salt is a
 ///   deployment secret; changing it orphans every record).
 /// - **TTL:** every write sets the record's expiry to the refresh token's lifetime minus a
-///   margin (5 min by default): the lifetime the server sent (`refresh_expires_in`), else the
-///   one configured, else a default (30 days). A rotation sets it again, never drops it. An
+///   margin (5 min by default, at most a tenth of the lifetime): the lifetime the server sent
+///   (`refresh_expires_in`), else the one configured, else a default (30 days). A rotation sets it again, never drops it. An
 ///   expired record is "no tokens": re-authorization required. A record that the grant ended
 ///   lives for the configured lifetime (or the default).
 /// - **One refresh across replicas:** [`lock`](TokenStore::lock) takes a lease
-///   (`SET NX PX` with a random token), released by a compare-and-delete script; saves are
-///   conditional on the record's revision, so a holder whose lease expired during a slow
-///   refresh cannot overwrite newer tokens or a new login (it adopts them instead).
+///   (`SET NX PX` with a random token, 15 s by default, renewed while held), released by a
+///   compare-and-delete script before the refresh returns (so a process that exits at once
+///   leaves nothing behind); a waiter waits longer than a lease (20 s by default), so a dead
+///   holder never makes it fail. Before calling the token endpoint the holder checks that the
+///   lease is still its own. Saves are conditional on the record's revision, so a holder whose
+///   lease expired during a slow refresh cannot overwrite newer tokens or a new login (it
+///   adopts them instead).
 ///
 /// ```no_run
 /// use reqwest_token_refresh::{EncryptionKey, KeyRing, RedisTokenStore};
@@ -96,8 +99,13 @@ pub struct RedisTokenStore {
     ttl: Duration,
     ttl_margin: Duration,
     lease: Duration,
-    lock_timeout: Duration,
+    lock_timeout: Option<Duration>,
 }
+
+/// How long a lease outlives a holder that died without releasing it.
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// How much longer than a lease a waiter waits by default.
+const WAIT_BEYOND_LEASE: Duration = Duration::from_secs(5);
 
 impl RedisTokenStore {
     /// Starts configuring a store that seals records with `keys`.
@@ -109,8 +117,8 @@ impl RedisTokenStore {
             refresh_token_lifetime: None,
             default_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             ttl_margin: Duration::from_secs(5 * 60),
-            lease: Duration::from_secs(30),
-            lock_timeout: Duration::from_secs(10),
+            lease: DEFAULT_LEASE,
+            lock_timeout: None,
         }
     }
 
@@ -143,13 +151,22 @@ impl RedisTokenStore {
     /// server said, else the configured TTL.
     fn ttl_for(&self, record: &TokenRecord) -> Duration {
         match record.tokens().and_then(TokenSet::refresh_expires_at) {
-            Some(expires_at) => expires_at
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-                .saturating_sub(self.ttl_margin)
-                .max(Duration::from_secs(1)),
+            Some(expires_at) => ttl_before(
+                expires_at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default(),
+                self.ttl_margin,
+            ),
             None => self.ttl,
         }
+    }
+
+    /// How long a waiter waits for another holder: the configured timeout, but never less than
+    /// a lease, so a dead holder's lock always expires before a waiter gives up.
+    fn lock_wait(&self) -> Duration {
+        self.lock_timeout
+            .unwrap_or(self.lease + WAIT_BEYOND_LEASE)
+            .max(self.lease + Duration::from_secs(1))
     }
 
     async fn read(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -233,11 +250,9 @@ impl TokenStore for RedisTokenStore {
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
         let name = self.lock_name(key);
-        let mut token = [0u8; 16];
-        OsRng.fill_bytes(&mut token);
-        let token = hex::encode(token);
+        let token = hex::encode(crate::revision::random_bytes::<16>());
         let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
+        let mut pauses = LOCK_POLL.pauses();
         let mut connection = self.connection.clone();
         loop {
             let taken: Option<String> = redis::cmd("SET")
@@ -263,23 +278,28 @@ impl TokenStore for RedisTokenStore {
                     name,
                     token,
                     renewal,
+                    released: false,
                 };
-                return Ok(StoreLock::new(lease).with_loss_flag(lost));
+                return Ok(StoreLock::held(lease).with_loss_flag(lost));
             }
-            if started.elapsed() >= self.lock_timeout {
+            let waited = started.elapsed();
+            if waited >= self.lock_wait() {
                 return Err(StoreError::new(
                     StoreErrorKind::LockTimeout,
                     format!(
-                        "redis lock `{name}` still held by another process after {:?}",
-                        self.lock_timeout
+                        "redis lock `{name}` still held by another process after {waited:?} \
+                         (longer than its lease: the holder is alive and busy)"
                     ),
                 ));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            tokio::time::sleep(pauses.next().unwrap_or(LOCK_POLL_MAX)).await;
         }
     }
 }
+
+/// Pauses between attempts to take a held lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(100);
+const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(2), LOCK_POLL_MAX);
 
 /// Keeps a held lease alive (every third of its length) while its holder works, so a slow
 /// token endpoint cannot let a second replica in; stops once the lease is no longer ours.
@@ -318,35 +338,61 @@ async fn renew(
     }
 }
 
-/// A held lease; dropping it releases the lock if it is still ours.
+/// A held lease. [`HeldLock::release`] deletes it (if it is still ours) and waits for Redis to
+/// confirm; dropping it unreleased does the same in the background, and if no runtime is left
+/// the lease expires on its own.
 struct Lease {
     connection: ConnectionManager,
     name: String,
     token: String,
     renewal: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl Lease {
+    async fn delete(mut connection: ConnectionManager, name: &str, token: &str) {
+        let released: redis::RedisResult<i64> = Script::new(RELEASE_IF_OURS)
+            .key(name)
+            .arg(token)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = released {
+            log::debug!(lock = %name, %error, "could not release redis lock; it will expire");
+        }
+    }
+}
+
+#[async_trait]
+impl HeldLock for Lease {
+    async fn is_held(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let holder: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(&self.name)
+            .query_async(&mut connection)
+            .await;
+        matches!(holder, Ok(Some(holder)) if holder == self.token)
+    }
+
+    async fn release(mut self: Box<Self>) {
+        self.renewal.abort();
+        self.released = true;
+        Self::delete(self.connection.clone(), &self.name, &self.token).await;
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewal.abort();
-        // Drop cannot wait: release in the background. If no runtime is left, the lease
-        // simply expires.
+        if self.released {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut connection = self.connection.clone();
+        let connection = self.connection.clone();
         let name = std::mem::take(&mut self.name);
         let token = std::mem::take(&mut self.token);
-        runtime.spawn(async move {
-            let released: redis::RedisResult<i64> = Script::new(RELEASE_IF_OURS)
-                .key(&name)
-                .arg(&token)
-                .invoke_async(&mut connection)
-                .await;
-            if let Err(error) = released {
-                log::debug!(lock = %name, %error, "could not release redis lock; it will expire");
-            }
-        });
+        runtime.spawn(async move { Self::delete(connection, &name, &token).await });
     }
 }
 
@@ -360,7 +406,7 @@ pub struct RedisTokenStoreBuilder {
     default_ttl: Duration,
     ttl_margin: Duration,
     lease: Duration,
-    lock_timeout: Duration,
+    lock_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisTokenStoreBuilder {
@@ -399,22 +445,27 @@ impl RedisTokenStoreBuilder {
         self
     }
 
-    /// Safety margin subtracted from the refresh-token lifetime (default 5 minutes).
+    /// Safety margin subtracted from the refresh-token lifetime (default 5 minutes), so that a
+    /// record never outlives its refresh token. For short lifetimes it shrinks to a tenth of
+    /// the time left: a 300 s refresh token keeps its record for 270 s, not 1 s.
     pub fn ttl_margin(mut self, margin: Duration) -> Self {
         self.ttl_margin = margin;
         self
     }
 
-    /// How long a lock lease lasts if its holder dies without releasing it (default 30 s).
-    /// A live holder renews it every third of this time.
+    /// How long a lock lease lasts if its holder dies without releasing it (default 15 s). A
+    /// live holder renews it every third of this time and releases it as soon as it is done,
+    /// also when its process exits right after.
     pub fn lock_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
-    /// How long to wait for another holder's lock before failing (default 10 s).
+    /// How long to wait for another holder's lock before failing (default: the lease plus
+    /// 5 s). Never less than the lease: a dead holder's lock always expires before a waiter
+    /// gives up.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
+        self.lock_timeout = Some(timeout);
         self
     }
 
@@ -435,9 +486,7 @@ impl RedisTokenStoreBuilder {
     /// Builds the store on an existing connection manager.
     pub fn build(self, connection: ConnectionManager) -> RedisTokenStore {
         let ttl = match self.refresh_token_lifetime {
-            Some(lifetime) => lifetime
-                .saturating_sub(self.ttl_margin)
-                .max(Duration::from_secs(1)),
+            Some(lifetime) => ttl_before(lifetime, self.ttl_margin),
             None => self.default_ttl,
         };
         RedisTokenStore {
@@ -451,6 +500,14 @@ impl RedisTokenStoreBuilder {
             lock_timeout: self.lock_timeout,
         }
     }
+}
+
+/// The TTL of a record whose refresh token expires in `left`: `margin` before it, but the
+/// margin never takes more than a tenth of the time left (a short-lived refresh token still
+/// gets almost all of its life).
+fn ttl_before(left: Duration, margin: Duration) -> Duration {
+    left.saturating_sub(margin.min(left / 10))
+        .max(Duration::from_secs(1))
 }
 
 fn millis(duration: Duration) -> u64 {

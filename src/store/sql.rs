@@ -22,6 +22,8 @@ use crate::token::TokenSet;
 
 /// How long [`TokenStore::lock`] waits by default.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SQLite lease outlives a holder that died without releasing it, by default.
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Keeps token sets in a SQL table: SQLite (feature `sqlite`) for several processes on one
 /// host, PostgreSQL (feature `postgres`) for a fleet.
@@ -37,11 +39,14 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 ///   revision on their next save; [`migrate`](Self::migrate) adds the column to such tables.
 /// - **One refresh across processes.** [`lock`](TokenStore::lock) takes, on PostgreSQL, a
 ///   session advisory lock on a hash of the table and key, held on a connection of its own
-///   (outside the pool, so a small pool cannot deadlock) and released when the guard is dropped
-///   by closing that connection, or by the server when the holder dies. On SQLite it takes a
-///   lease row (`<table>_lease`) that a heartbeat extends while the guard lives, deleted on
-///   drop; a dead holder's lease expires after 15 s. Waiting longer than the
-///   [lock timeout](Self::with_lock_timeout) is a [`StoreErrorKind::LockTimeout`] error.
+///   (outside the pool, so a small pool cannot deadlock), pinged while held so that a lost
+///   session is noticed, and released by closing that connection before the refresh returns
+///   (or by the server when the holder dies). On SQLite it takes a lease row (`<table>_lease`)
+///   that a heartbeat extends while held and that is deleted before the refresh returns; a dead
+///   holder's lease expires after [the lease](Self::with_lock_lease) (15 s by default). Before
+///   calling the token endpoint the holder checks that the lock is still its own. Waiting
+///   longer than the [lock timeout](Self::with_lock_timeout) (30 s by default) is a
+///   [`StoreErrorKind::LockTimeout`] error.
 /// - **Typed failures.** A database that is down or busy is [`StoreErrorKind::Unavailable`]; a
 ///   missing table is [`StoreErrorKind::Misconfigured`] with the hint "table `…` missing; run
 ///   SqlTokenStore::migrate()". Nothing is written on failure, and messages never contain a
@@ -84,6 +89,8 @@ pub struct SqlTokenStore {
     table: Table,
     keys: KeyRing,
     lock_timeout: Duration,
+    /// SQLite: how long a lease outlives a holder that died without releasing it.
+    lease: Duration,
 }
 
 #[derive(Clone)]
@@ -179,6 +186,7 @@ impl SqlTokenStore {
             table: Table::default(),
             keys,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lease: DEFAULT_LEASE,
         }
     }
 
@@ -206,6 +214,36 @@ impl SqlTokenStore {
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self
+    }
+
+    /// SQLite: how long a refresh lease lasts if its holder dies without releasing it (default
+    /// 15 s). A live holder renews it every third of this time and deletes it as soon as it is
+    /// done, also when its process exits right after. The lock timeout is never shorter than
+    /// the lease plus a second, so a dead holder never makes a waiter fail. (PostgreSQL's
+    /// advisory lock needs no lease: the server releases it with the holder's session.)
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
+    /// let store = store.with_lock_lease(std::time::Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn with_lock_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The id of the PostgreSQL session advisory lock that guards `key`'s refreshes, to find its
+    /// holder in `pg_locks` (`locktype = 'advisory'`, `classid = (id >> 32) & 0xffffffff`,
+    /// `objid = id & 0xffffffff`, `objsubid = 1`). Stable across processes and versions.
+    ///
+    /// ```no_run
+    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
+    /// let id = store.advisory_lock_id(&reqwest_token_refresh::TokenKey::new("user-42"));
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn advisory_lock_id(&self, key: &TokenKey) -> i64 {
+        self.table.lock_id(key.as_str())
     }
 
     /// The table name in use.
@@ -304,6 +342,7 @@ impl std::fmt::Debug for SqlTokenStore {
             .field("table", &self.table.name())
             .field("keys", &self.keys)
             .field("lock_timeout", &self.lock_timeout)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -320,6 +359,9 @@ impl TokenStore for SqlTokenStore {
         record: &TokenRecord,
         expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
+        // A record that cannot be opened (tampered, an unknown key) is never replaced: the
+        // conditional write below compares columns outside the seal.
+        self.fetch(key).await?;
         let tokens = record.tokens();
         let write = Write {
             key: key.as_str(),
@@ -357,7 +399,10 @@ impl TokenStore for SqlTokenStore {
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
         match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::lock(pool, &self.table, key, self.lock_timeout).await,
+            Backend::Sqlite(pool) => {
+                let wait = self.lock_timeout.max(self.lease + Duration::from_secs(1));
+                sqlite::lock(pool, &self.table, key, wait, self.lease).await
+            }
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 postgres::lock(pool, &self.table, key, self.lock_timeout).await

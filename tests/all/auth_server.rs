@@ -1,11 +1,7 @@
-//! The crate's test kit (`src/test_util.rs`, public under the `test-util` feature), compiled
-//! into the test binaries directly so they need no feature.
-#![allow(dead_code, unused_imports)]
+//! The crate's test kit (`reqwest_token_refresh::test_util`, feature `test-util`) under the
+//! name the tests use.
 
-#[path = "../../src/test_util.rs"]
-mod kit;
-
-pub use kit::*;
+pub use reqwest_token_refresh::test_util::*;
 
 /// The name the tests use.
 pub type AuthServer = MockAuthorizationServer;

@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{builder, built_with_tokens, client, token_error};
+use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
 /// Names the `child_*` test a child process runs.
 const ROLE: &str = "RTR_FILE_STORE_ROLE";
@@ -418,6 +419,34 @@ fn child_umask_writer() {
     fs::write(&probe, b"").unwrap();
     assert_eq!(mode(&probe), 0o666);
     println!("{SAY}saved");
+}
+
+/// The `TokenStore` contract suite, with the file store's ways of losing a lock (the lock file
+/// removed behind its holder's back) and of spoiling a record (garbage in the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_store_contract() {
+    let dir = TempDir::new();
+    let (file, lock) = (dir.file(), dir.0.join("tokens.json.lock"));
+    let make = {
+        let file = file.clone();
+        move || {
+            let store = FileTokenStore::new(&file);
+            async move { store }
+        }
+    };
+    let breaker = move |_key: TokenKey| {
+        let lock = lock.clone();
+        async move { fs::remove_file(lock).expect("remove the lock file") }
+    };
+    let corrupter = move |_key: TokenKey| {
+        let file = file.clone();
+        async move { fs::write(file, b"{\"version\":2,\"tok").expect("spoil the file") }
+    };
+    StoreContract::new(make)
+        .lock_breaker(breaker)
+        .corrupter(corrupter)
+        .run()
+        .await;
 }
 
 #[tokio::test]

@@ -20,4 +20,5 @@ mod revocation;
 mod secrets;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_store;
+mod store_contract;
 mod workers;

@@ -18,6 +18,7 @@ use reqwest_token_refresh::{
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{bound, builder, client, record};
+use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
 fn key_ring() -> KeyRing {
     KeyRing::new(EncryptionKey::from_bytes("test-2026", &[9; 32]).expect("valid key"))
@@ -144,6 +145,37 @@ impl Db {
         }
     }
 
+    /// Takes `key`'s refresh lock away from its holder: the SQLite lease row is deleted, the
+    /// PostgreSQL session holding the advisory lock is terminated.
+    async fn break_lock(&self, table: &str, key: &TokenKey) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(dir) => {
+                sqlx::query(&format!(
+                    "DELETE FROM \"{table}_lease\" WHERE token_key = $1"
+                ))
+                .bind(key.as_str())
+                .execute(&sqlite_pool(&dir.db()).await)
+                .await
+                .expect("delete the lease");
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(url) => {
+                let id = self.store(table).await.advisory_lock_id(key);
+                let terminated: Vec<(bool,)> = sqlx::query_as(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                     AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+                )
+                .bind((id >> 32) & 0xffff_ffff)
+                .bind(id & 0xffff_ffff)
+                .fetch_all(&postgres_pool(url).await)
+                .await
+                .expect("terminate the lock's session");
+                assert_eq!(terminated, vec![(true,)], "one session held the lock");
+            }
+        }
+    }
+
     async fn drop_tables(&self, table: &str) {
         match self {
             #[cfg(feature = "sqlite")]
@@ -256,23 +288,41 @@ async fn postgres() -> Option<Db> {
 mod contract {
     use super::*;
 
-    pub async fn round_trip(db: &Db) {
-        let table = unique("t_round_trip");
-        let store = db.migrated_store(&table).await;
-        let key = TokenKey::new("user-1");
-        assert_eq!(store.load(&key).await.unwrap(), None);
-        let first = tokens("1", 1);
-        assert_eq!(
-            store.save(&key, &first, None).await.unwrap(),
-            SaveOutcome::Saved
-        );
-        assert_eq!(store.load(&key).await.unwrap(), Some(first.clone()));
-        // Another process sees it.
-        let other = db.store(&table).await;
-        assert_eq!(other.load(&key).await.unwrap(), Some(first));
-        // Migrating again is harmless and keeps the data.
-        other.migrate().await.unwrap();
-        assert!(other.load(&key).await.unwrap().is_some());
+    /// The `TokenStore` contract suite, with this backend's ways of losing a lock (the lease row
+    /// deleted, the lock's session terminated) and of spoiling a record.
+    pub async fn the_token_store_contract(db: Db) {
+        let table = unique("t_contract");
+        db.migrated_store(&table).await;
+        let db = std::sync::Arc::new(db);
+        let make = {
+            let (db, table) = (db.clone(), table.clone());
+            move || {
+                let (db, table) = (db.clone(), table.clone());
+                async move { db.store(&table).await }
+            }
+        };
+        let breaker = {
+            let (db, table) = (db.clone(), table.clone());
+            move |key: TokenKey| {
+                let (db, table) = (db.clone(), table.clone());
+                async move { db.break_lock(&table, &key).await }
+            }
+        };
+        let corrupter = {
+            let (db, table) = (db.clone(), table.clone());
+            move |key: TokenKey| {
+                let (db, table) = (db.clone(), table.clone());
+                async move {
+                    db.set_sealed(&table, key.as_str(), "not a sealed envelope")
+                        .await
+                }
+            }
+        };
+        StoreContract::new(make)
+            .lock_breaker(breaker)
+            .corrupter(corrupter)
+            .run()
+            .await;
         db.drop_tables(&table).await;
     }
 
@@ -524,10 +574,10 @@ async fn fire(client: &ClientWithMiddleware, url: &str, count: usize) -> usize {
 /// One test per contract item, on each backend.
 macro_rules! contract_tests {
     ($db:expr) => {
-        #[tokio::test]
-        async fn round_trip() {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_token_store_contract() {
             let Some(db) = $db else { return };
-            contract::round_trip(&db).await;
+            contract::the_token_store_contract(db).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,9 +24,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 #[path = "../common/client.rs"]
 mod shared;
 
-/// The crate's public test kit (`test_util`), for the tests that need several grants.
-#[path = "../../src/test_util.rs"]
-pub mod kit;
+/// The crate's public test kit, for the tests that need several grants.
+pub use reqwest_token_refresh::test_util as kit;
 
 pub use shared::{built_with_tokens, client, events, token_error, wait_for, WAIT};
 

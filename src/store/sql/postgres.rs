@@ -1,24 +1,32 @@
 //! PostgreSQL: statements, and the refresh lock as a session advisory lock.
 //!
 //! The lock is `pg_advisory_lock` on a 64-bit hash of the table and key, taken on a connection
-//! of its own, opened with the pool's options but outside the pool. Dropping the guard closes
-//! that connection; the server ends the session, and with it the lock. The same happens when
-//! the holder dies or its network goes away, so a lock is never left behind.
+//! of its own, opened with the pool's options but outside the pool. Releasing it closes that
+//! connection; the server ends the session, and with it the lock. The same happens when the
+//! holder dies or its network goes away, so a lock is never left behind; and a session that
+//! dies under a live holder is noticed (the connection is pinged while held and before every
+//! token call).
 //!
 //! Keeping the lock connection out of the pool has two reasons: the store's loads and saves
 //! under the lock can never wait for a pool that the locks have drained, whatever its size;
 //! and no pooled connection ever carries a session lock, which another task of this process
 //! would otherwise re-enter (advisory locks are re-entrant per session).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use async_trait::async_trait;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use super::errors::store_error;
 use super::schema::Table;
 use super::{Columns, Row, Write};
 use crate::key::TokenKey;
-use crate::store::{StoreError, StoreErrorKind, StoreLock};
+use crate::log;
+use crate::store::{HeldLock, StoreError, StoreErrorKind, StoreLock};
 
 pub(super) async fn fetch(
     pool: &PgPool,
@@ -153,9 +161,7 @@ pub(super) async fn lock(
     // A backstop in case the server ignores lock_timeout; dropping the connection then ends
     // the wait on the server.
     match tokio::time::timeout(left + Duration::from_secs(5), locked).await {
-        Ok(Ok(_)) => Ok(StoreLock::new(AdvisoryLock {
-            _connection: connection,
-        })),
+        Ok(Ok(_)) => Ok(AdvisoryLock::held(connection, key.clone())),
         Ok(Err(error)) => {
             let error = store_error(error, table, &doing);
             if error.kind() == StoreErrorKind::LockTimeout {
@@ -168,9 +174,88 @@ pub(super) async fn lock(
     }
 }
 
-/// The connection holding a session advisory lock. Dropping it closes the socket at once
-/// (no runtime needed); the server then ends the session, which releases the lock, exactly as
-/// when the holder dies.
+/// How often a held lock's session is pinged, and how long a ping may take.
+const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection holding a session advisory lock, pinged while held: the lock lives exactly as
+/// long as the session, and a session can die under a live holder (`idle_session_timeout`,
+/// `pg_terminate_backend`, a network cut). A failed ping raises the loss flag; the holder also
+/// pings before every call to the token endpoint.
+///
+/// [`HeldLock::release`] closes the connection, and the server releases the lock with the
+/// session. Dropping it unreleased closes the socket at once (no runtime needed), which the
+/// server treats the same way, as it does when the holder dies.
 struct AdvisoryLock {
-    _connection: PgConnection,
+    connection: Arc<Mutex<Option<PgConnection>>>,
+    heartbeat: JoinHandle<()>,
+    key: TokenKey,
+}
+
+impl AdvisoryLock {
+    fn held(connection: PgConnection, key: TokenKey) -> StoreLock {
+        let connection = Arc::new(Mutex::new(Some(connection)));
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(Self::heartbeat(
+            Arc::clone(&connection),
+            Arc::clone(&lost),
+            key.clone(),
+        ));
+        StoreLock::held(Self {
+            connection,
+            heartbeat,
+            key,
+        })
+        .with_loss_flag(lost)
+    }
+
+    /// Whether the session answers.
+    async fn ping(connection: &Mutex<Option<PgConnection>>) -> bool {
+        let mut connection = connection.lock().await;
+        let Some(connection) = connection.as_mut() else {
+            return false;
+        };
+        let pinged =
+            tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(connection));
+        matches!(pinged.await, Ok(Ok(_)))
+    }
+
+    async fn heartbeat(
+        connection: Arc<Mutex<Option<PgConnection>>>,
+        lost: Arc<AtomicBool>,
+        key: TokenKey,
+    ) {
+        loop {
+            tokio::time::sleep(PING_EVERY).await;
+            if !Self::ping(&connection).await {
+                log::warn!(%key, "the session holding the refresh lock is gone; the lock is lost");
+                lost.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HeldLock for AdvisoryLock {
+    async fn is_held(&self) -> bool {
+        Self::ping(&self.connection).await
+    }
+
+    async fn release(self: Box<Self>) {
+        self.heartbeat.abort();
+        let connection = self.connection.lock().await.take();
+        if let Some(connection) = connection {
+            // A clean goodbye: the server ends the session, and with it the lock.
+            if let Err(error) = connection.close().await {
+                log::debug!(key = %self.key, %error, "closing the lock connection failed; dropped");
+            }
+        }
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }

@@ -2,10 +2,10 @@
 //!
 //! The lock is a row in the lease table (`<table>_lease`) naming its holder and an expiry.
 //! Taking it is one upsert that succeeds only when no row exists or the row has expired; a
-//! heartbeat task extends the lease while the guard lives, so a slow token endpoint does not
-//! let a second process in; dropping the guard deletes the row. A holder that dies stops
-//! renewing, and its lease expires after [`LEASE`]. Expiries are wall-clock times; every
-//! process sharing a SQLite file runs on the same host, so they share the clock.
+//! heartbeat task extends the lease while it is held, so a slow token endpoint does not let a
+//! second process in; releasing it deletes the row. A holder that dies stops renewing, and its
+//! lease expires. Expiries are wall-clock times; every process sharing a SQLite file runs on
+//! the same host, so they share the clock.
 //!
 //! An immediate transaction would lock the whole database file for the length of a token
 //! call, and the store's own save (on another pooled connection) would wait for it.
@@ -13,24 +13,22 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use sqlx::SqlitePool;
 use tokio::task::JoinHandle;
 
 use super::errors::{is_contention, store_error};
 use super::schema::Table;
 use super::{Columns, Row, Write};
+use crate::backoff::Backoff;
 use crate::key::TokenKey;
 use crate::log;
-use crate::store::{StoreError, StoreErrorKind, StoreLock};
+use crate::store::{HeldLock, StoreError, StoreErrorKind, StoreLock};
 use std::sync::Arc;
 
-/// How long a lease lasts without renewal: the longest a dead holder blocks the key.
-const LEASE: Duration = Duration::from_secs(15);
-/// How often a live holder extends its lease.
-const RENEW_EVERY: Duration = Duration::from_secs(5);
-/// First and longest pause between attempts to take a held lease.
-const FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// Pauses between attempts to take a held lease.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
+const POLL: Backoff = Backoff::new(Duration::from_millis(2), MAX_PAUSE);
 
 pub(super) async fn fetch(
     pool: &SqlitePool,
@@ -115,12 +113,14 @@ pub(super) async fn migrate(pool: &SqlitePool, table: &Table) -> Result<(), sqlx
     Ok(())
 }
 
-/// Takes the lease of `key`, waiting up to `timeout` for its holder to release it or die.
+/// Takes the lease of `key` for `lease`, waiting up to `timeout` for its holder to release it
+/// or die.
 pub(super) async fn lock(
     pool: &SqlitePool,
     table: &Table,
     key: &TokenKey,
     timeout: Duration,
+    lease: Duration,
 ) -> Result<StoreLock, StoreError> {
     let holder = holder_id();
     let acquire = format!(
@@ -130,13 +130,13 @@ pub(super) async fn lock(
         table.lease()
     );
     let deadline = Instant::now() + timeout;
-    let mut pause = FIRST_PAUSE;
+    let mut pauses = POLL.pauses();
     loop {
         let now = unix_millis();
         let attempt = sqlx::query(&acquire)
             .bind(key.as_str())
             .bind(&holder)
-            .bind(now.saturating_add(millis(LEASE)))
+            .bind(now.saturating_add(millis(lease)))
             .bind(now)
             .execute(pool)
             .await;
@@ -157,63 +157,82 @@ pub(super) async fn lock(
             return Err(StoreError::new(
                 StoreErrorKind::LockTimeout,
                 format!(
-                    "timed out after {timeout:?} waiting for the refresh lease of `{key}` in table `{}`",
+                    "timed out after {timeout:?} waiting for the refresh lease of `{key}` in \
+                     table `{}` (longer than a lease: its holder is alive and busy)",
                     table.name()
                 ),
             ));
         }
-        tokio::time::sleep(pause.min(left)).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        tokio::time::sleep(pauses.next().unwrap_or(MAX_PAUSE).min(left)).await;
     }
     let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = tokio::spawn(renew(
-        pool.clone(),
-        table.clone(),
-        key.clone(),
-        holder.clone(),
-        Arc::clone(&lost),
-    ));
-    let lease = Lease {
+    let lease_row = LeaseRow {
         pool: pool.clone(),
         table: table.clone(),
         key: key.clone(),
         holder,
-        heartbeat,
     };
-    Ok(StoreLock::new(lease).with_loss_flag(lost))
+    let heartbeat = tokio::spawn(renew(lease_row.clone(), lease, Arc::clone(&lost)));
+    let held = Lease {
+        row: lease_row,
+        heartbeat,
+        released: false,
+    };
+    Ok(StoreLock::held(held).with_loss_flag(lost))
 }
 
-/// Extends the lease every [`RENEW_EVERY`] until aborted or the lease is lost.
-async fn renew(
+/// Which lease row a holder owns.
+#[derive(Clone)]
+struct LeaseRow {
     pool: SqlitePool,
     table: Table,
     key: TokenKey,
     holder: String,
-    lost: Arc<AtomicBool>,
-) {
+}
+
+impl LeaseRow {
+    /// Deletes the row if it is still ours (a lease that expired may be someone else's now).
+    async fn delete(&self) {
+        let sql = format!(
+            "DELETE FROM {} WHERE token_key = ?1 AND holder = ?2",
+            self.table.lease()
+        );
+        let deleted = sqlx::query(&sql)
+            .bind(self.key.as_str())
+            .bind(&self.holder)
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = deleted {
+            log::warn!(key = %self.key, %error, "cannot release the refresh lease; it will expire");
+        }
+    }
+}
+
+/// Extends the lease every third of its length until aborted or the lease is lost.
+async fn renew(row: LeaseRow, lease: Duration, lost: Arc<AtomicBool>) {
     let mut renewed_at = std::time::Instant::now();
     let sql = format!(
         "UPDATE {} SET expires_at = ?3 WHERE token_key = ?1 AND holder = ?2",
-        table.lease()
+        row.table.lease()
     );
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
+        tokio::time::sleep(lease / 3).await;
         let renewed = sqlx::query(&sql)
-            .bind(key.as_str())
-            .bind(&holder)
-            .bind(unix_millis().saturating_add(millis(LEASE)))
-            .execute(&pool)
+            .bind(row.key.as_str())
+            .bind(&row.holder)
+            .bind(unix_millis().saturating_add(millis(lease)))
+            .execute(&row.pool)
             .await;
         match renewed {
             Ok(done) if done.rows_affected() == 1 => renewed_at = std::time::Instant::now(),
             Ok(_) => {
-                log::warn!(%key, "refresh lease lost (expired while held); conditional writes still protect the record");
+                log::warn!(key = %row.key, "refresh lease lost (expired while held); conditional writes still protect the record");
                 lost.store(true, Ordering::Release);
                 return;
             }
             Err(error) => {
-                log::warn!(%key, %error, "cannot renew the refresh lease; retrying");
-                if renewed_at.elapsed() >= LEASE {
+                log::warn!(key = %row.key, %error, "cannot renew the refresh lease; retrying");
+                if renewed_at.elapsed() >= lease {
                     lost.store(true, Ordering::Release);
                     return;
                 }
@@ -222,40 +241,48 @@ async fn renew(
     }
 }
 
-/// The held lease; dropping it stops the heartbeat and deletes the row.
+/// A held lease. [`HeldLock::release`] deletes its row and waits for the database; dropping
+/// it unreleased does the same in the background, and if no runtime is left the lease expires.
 struct Lease {
-    pool: SqlitePool,
-    table: Table,
-    key: TokenKey,
-    holder: String,
+    row: LeaseRow,
     heartbeat: JoinHandle<()>,
+    released: bool,
+}
+
+#[async_trait]
+impl HeldLock for Lease {
+    async fn is_held(&self) -> bool {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE token_key = ?1 AND holder = ?2 AND expires_at > ?3",
+            self.row.table.lease()
+        );
+        let held: Result<i64, _> = sqlx::query_scalar(&sql)
+            .bind(self.row.key.as_str())
+            .bind(&self.row.holder)
+            .bind(unix_millis())
+            .fetch_one(&self.row.pool)
+            .await;
+        matches!(held, Ok(1))
+    }
+
+    async fn release(mut self: Box<Self>) {
+        self.heartbeat.abort();
+        self.released = true;
+        self.row.delete().await;
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        // Deleting needs the runtime. Without one (dropped after it shut down) the lease simply
-        // expires; a renewal still in flight cannot resurrect the row, it only updates.
+        if self.released {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let pool = self.pool.clone();
-        let sql = format!(
-            "DELETE FROM {} WHERE token_key = ?1 AND holder = ?2",
-            self.table.lease()
-        );
-        let key = self.key.clone();
-        let holder = std::mem::take(&mut self.holder);
-        runtime.spawn(async move {
-            if let Err(error) = sqlx::query(&sql)
-                .bind(key.as_str())
-                .bind(&holder)
-                .execute(&pool)
-                .await
-            {
-                log::warn!(%key, %error, "cannot release the refresh lease; it will expire");
-            }
-        });
+        let row = self.row.clone();
+        runtime.spawn(async move { row.delete().await });
     }
 }
 
