@@ -814,6 +814,91 @@ mod tests {
         assert_eq!(error.kind(), StoreErrorKind::Refused);
     }
 
+    /// Another user's file could have been planted; a directory others can write lets them
+    /// swap the file. Both are refused unless the deployment says otherwise.
+    #[tokio::test]
+    async fn files_of_other_users_and_directories_others_can_write_are_refused() {
+        let dir = TempDir::new();
+        let key = TokenKey::default();
+        let _ = FileTokenStore::new(dir.file())
+            .save(&key, &tokens(1), None)
+            .await
+            .unwrap();
+
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = FileTokenStore::new(dir.file())
+            .load(&key)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
+        assert!(error.to_string().contains("chmod go-w"), "{error}");
+        let error = FileTokenStore::new(dir.file())
+            .lock(&key)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
+        // The sticky bit (as on /tmp) restricts renames and deletes to each file's owner.
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(FileTokenStore::new(dir.file()).load(&key).await.is_ok());
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        let trusting = FileTokenStore::new(dir.file()).danger_skip_ownership_checks();
+        assert!(trusting.load(&key).await.is_ok());
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).unwrap();
+
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping the owner check: giving a file away needs root");
+            return;
+        }
+        let nobody = 65534;
+        std::os::unix::fs::chown(dir.file(), Some(nobody), Some(nobody)).unwrap();
+        let error = FileTokenStore::new(dir.file())
+            .load(&key)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
+        assert!(error.to_string().contains("uid 65534"), "{error}");
+        let error = FileTokenStore::new(dir.file())
+            .save(&key, &tokens(2), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
+        assert!(trusting.load(&key).await.is_ok());
+        // A lock file another user planted is refused too (they could hold it for ever).
+        std::os::unix::fs::chown(dir.file(), Some(0), Some(0)).unwrap();
+        let lock = dir.0.join("tokens.json.lock");
+        fs::write(&lock, b"").unwrap();
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&lock, Some(nobody), Some(nobody)).unwrap();
+        let error = FileTokenStore::new(dir.file())
+            .lock(&key)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
+    }
+
+    /// Someone removes or replaces the lock file while it is held: another process can lock
+    /// the new file, so the holder must learn that its lock excludes nobody.
+    #[tokio::test]
+    async fn a_removed_or_replaced_lock_file_is_reported_lost() {
+        let dir = TempDir::new();
+        let key = TokenKey::default();
+        let lock = dir.0.join("tokens.json.lock");
+        let store = FileTokenStore::new(dir.file());
+        let held = store.lock(&key).await.unwrap();
+        assert!(held.still_held().await);
+        fs::remove_file(&lock).unwrap();
+        assert!(!held.still_held().await, "removed");
+        let other = FileTokenStore::new(dir.file()).lock_timeout(Duration::from_millis(500));
+        let second = other.lock(&key).await.expect("the new lock file is free");
+        assert!(second.still_held().await);
+        // Replaced by another file of the same name.
+        fs::rename(&lock, dir.0.join("elsewhere")).unwrap();
+        fs::write(&lock, b"").unwrap();
+        assert!(!second.still_held().await, "replaced");
+        drop((held, second));
+    }
+
     #[tokio::test]
     async fn a_symlinked_file_is_refused() {
         let dir = TempDir::new();

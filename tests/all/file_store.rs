@@ -23,7 +23,8 @@ use reqwest_token_refresh::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{builder, built_with_tokens, client, token_error};
+use crate::helpers::{builder, builder_for, built_with_tokens, client, token_error};
+use crate::workers;
 use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
 /// Names the `child_*` test a child process runs.
@@ -647,4 +648,74 @@ async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without
     let error = store.lock(&TokenKey::default()).await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Refused);
     assert!(!target.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process that refreshes and exits at once leaves no lock behind
+
+/// One run of a CLI: one request that refreshes, then exit.
+#[tokio::test]
+#[ignore = "a short-lived process of a_process_that_refreshes_and_exits_leaves_no_lock_behind"]
+async fn short_lived_file_process() {
+    if !workers::is_worker() {
+        return;
+    }
+    let env = |name: &str| std::env::var(name).expect(name);
+    let store = FileTokenStore::new(env("RTR_FILE"));
+    let middleware = builder_for(&env("RTR_TOKEN_URL"), &env("RTR_ORIGIN"))
+        .store(store)
+        .build()
+        .unwrap();
+    workers::one_request_and_exit(client(middleware), env("RTR_API_URL")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_refreshes_and_exits_leaves_no_lock_behind() {
+    let dir = TempDir::new();
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    built_with_tokens(
+        builder(&server).store(FileTokenStore::new(dir.file())),
+        server.issue_grant(),
+    )
+    .await;
+    let env = [
+        ("RTR_FILE", dir.file().display().to_string()),
+        ("RTR_TOKEN_URL", server.token_url()),
+        ("RTR_ORIGIN", server.uri()),
+        ("RTR_API_URL", server.api_url("me")),
+    ];
+    let runs = workers::SHORT_LIVED_RUNS;
+    let times =
+        workers::short_lived_runs(&server, "file_store::short_lived_file_process", &env, runs);
+    assert!(
+        times.iter().all(|time| *time < Duration::from_secs(1)),
+        "{times:?}"
+    );
+    assert_eq!(server.refresh_calls(), runs as u64);
+    assert_eq!(server.reuse_detections(), 0);
+}
+
+/// A process that reads back its own save must not take it for another process's refresh
+/// (stores once kept whole seconds, so the record read back differed from the one saved).
+#[tokio::test]
+async fn a_process_never_adopts_its_own_saves() {
+    let dir = TempDir::new();
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let (builder, mut events) = crate::helpers::events(
+        builder(&server)
+            .store(FileTokenStore::new(dir.file()))
+            .rejection_cooldown(Duration::ZERO),
+    );
+    let (client, _) = built_with_tokens(builder, server.issue_expired_grant()).await;
+    for round in 0..3 {
+        if round > 0 {
+            server.reject_current_access_tokens();
+        }
+        let response = client.get(server.api_url("me")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(server.refresh_calls(), 3);
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, Event::Adopted { .. }), "{event:?}");
+    }
 }

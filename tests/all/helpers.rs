@@ -8,6 +8,7 @@ use crate::auth_server::AuthServer;
 #[path = "../common/client.rs"]
 mod shared;
 
+pub use shared::gate::{reached, Point, TestStore};
 pub use shared::{built_with_tokens, client, events, token_error, wait_for};
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.

@@ -13,7 +13,7 @@ use reqwest_token_refresh::{
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{bound, builder, built_with_tokens, client, record};
+use crate::helpers::{bound, builder, builder_for, built_with_tokens, client, record};
 use crate::workers::{self, Workers};
 use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
@@ -396,12 +396,14 @@ async fn the_lock_excludes_a_second_holder_until_released() {
     };
     let store = RedisTokenStore::builder(key_ring())
         .prefix(&prefix)
+        .lock_lease(Duration::from_millis(300))
         .lock_timeout(Duration::from_millis(200))
         .connect(&redis_url())
         .await
         .unwrap();
     let key = TokenKey::new("user-1");
     let held = store.lock(&key).await.unwrap();
+    // A live holder keeps renewing: the waiter gives up (after at least a lease).
     let error = store.lock(&key).await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
     drop(held);
@@ -750,6 +752,7 @@ async fn a_key_named_like_another_keys_lock_does_not_collide_with_it() {
     };
     let store = RedisTokenStore::builder(key_ring())
         .prefix(&prefix)
+        .lock_lease(Duration::from_millis(300))
         .lock_timeout(Duration::from_millis(300))
         .connect(&redis_url())
         .await
@@ -805,4 +808,143 @@ async fn inv2_a_lost_lease_is_reported_so_its_holder_never_refreshes() {
         !held.is_held(),
         "the holder must learn that its lease is gone"
     );
+}
+
+/// One run of a CLI: one request that refreshes, then exit.
+#[tokio::test]
+#[ignore = "a short-lived process of a_process_that_refreshes_and_exits_leaves_no_lock_behind"]
+async fn short_lived_redis_process() {
+    if !workers::is_worker() {
+        return;
+    }
+    let env = |name: &str| std::env::var(name).expect(name);
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(env("RTR_PREFIX"))
+        .connect(&env("RTR_REDIS_URL"))
+        .await
+        .unwrap();
+    let middleware = builder_for(&env("RTR_TOKEN_URL"), &env("RTR_ORIGIN"))
+        .store(store)
+        .build()
+        .unwrap();
+    workers::one_request_and_exit(client(middleware), env("RTR_API_URL")).await;
+}
+
+/// CLI-style use: a process that refreshes and exits at once must not leave its lease for the
+/// next one to wait out (or fail on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_refreshes_and_exits_leaves_no_lock_behind() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    built_with_tokens(builder(&server).store(store), server.issue_grant()).await;
+    let env = [
+        ("RTR_PREFIX", prefix),
+        ("RTR_REDIS_URL", redis_url()),
+        ("RTR_TOKEN_URL", server.token_url()),
+        ("RTR_ORIGIN", server.uri()),
+        ("RTR_API_URL", server.api_url("me")),
+    ];
+    let runs = workers::SHORT_LIVED_RUNS;
+    let times = workers::short_lived_runs(
+        &server,
+        "redis_store::short_lived_redis_process",
+        &env,
+        runs,
+    );
+    assert!(
+        times.iter().all(|time| *time < Duration::from_secs(1)),
+        "{times:?}"
+    );
+    assert_eq!(server.refresh_calls(), runs as u64);
+    assert_eq!(server.reuse_detections(), 0);
+}
+
+/// The record outlives neither its refresh token nor, for short-lived refresh tokens, most of
+/// their life: the 5-minute margin shrinks to a tenth of the time left.
+#[tokio::test]
+async fn the_ttl_margin_scales_with_short_refresh_token_lifetimes() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let mut redis = raw_connection().await;
+    let now = std::time::SystemTime::now();
+    for (lifetime, low, high) in [
+        // 300 s: 270 s, not 1 s.
+        (Duration::from_secs(300), 265_000, 270_000),
+        // 30 days: 30 days minus 5 minutes.
+        (
+            Duration::from_secs(30 * 24 * 3600),
+            (30 * 24 * 3600 - 305) * 1000,
+            (30 * 24 * 3600 - 300) * 1000,
+        ),
+    ] {
+        let key = TokenKey::new(format!("user-{}", lifetime.as_secs()));
+        let tokens = record(tokens("x").with_refresh_expires_at(now + lifetime), 1);
+        assert_eq!(
+            store.save(&key, &tokens, None).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(store.record_name(&key))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(
+            (low..=high).contains(&ttl),
+            "{lifetime:?}: ttl {ttl} ms, expected {low}..={high}"
+        );
+    }
+    // A configured lifetime follows the same rule.
+    let configured = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .refresh_token_lifetime(Duration::from_secs(300))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let key = TokenKey::new("configured");
+    let set = record(TokenSet::new(AccessToken::new("at")), 1);
+    let _ = configured.save(&key, &set, None).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(configured.record_name(&key))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((265_000..=270_000).contains(&ttl), "ttl {ttl}");
+}
+
+/// A lock timeout shorter than the lease would make waiters fail while a dead holder's lease
+/// still runs: the store waits at least a lease.
+#[tokio::test]
+async fn a_waiter_outlasts_a_dead_holders_lease() {
+    let prefix = unique_prefix();
+    let Some(_) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let store = RedisTokenStore::builder(key_ring())
+        .prefix(&prefix)
+        .lock_lease(Duration::from_millis(1_500))
+        .lock_timeout(Duration::from_millis(100))
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    // A holder that died without releasing: its lease runs out on its own.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}lock:user-1"))
+        .arg("a dead holder")
+        .arg("PX")
+        .arg(1_500)
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let held = store
+        .lock(&TokenKey::new("user-1"))
+        .await
+        .expect("the lease ran out");
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    held.release().await;
 }

@@ -17,7 +17,10 @@ use reqwest_token_refresh::{
 };
 
 use crate::auth_server::AuthServer;
-use crate::helpers::{bound, builder, client, record};
+use crate::helpers::{
+    bound, builder, builder_for, built_with_tokens, client, reached, record, Point, TestStore,
+};
+use crate::workers as processes;
 use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
 fn key_ring() -> KeyRing {
@@ -143,6 +146,39 @@ impl Db {
                     .expect("tamper");
             }
         }
+    }
+
+    /// How a short-lived process opens the store (its environment).
+    fn env(&self, table: &str) -> Vec<(&'static str, String)> {
+        let mut env = vec![("RTR_TABLE", table.to_owned())];
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(dir) => env.push(("RTR_SQLITE_PATH", dir.db().display().to_string())),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(url) => env.push(("RTR_DATABASE_URL", url.clone())),
+        }
+        env
+    }
+
+    /// The store a short-lived process opens, from its environment.
+    async fn from_env() -> SqlTokenStore {
+        let var = |name: &str| std::env::var(name).ok();
+        let table = var("RTR_TABLE").expect("RTR_TABLE");
+        #[cfg(feature = "sqlite")]
+        if let Some(path) = var("RTR_SQLITE_PATH") {
+            let pool = sqlite_pool(std::path::Path::new(&path)).await;
+            return SqlTokenStore::sqlite(pool, key_ring())
+                .with_table(&table)
+                .unwrap();
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(url) = var("RTR_DATABASE_URL") {
+            let pool = postgres_pool(&url).await;
+            return SqlTokenStore::postgres(pool, key_ring())
+                .with_table(&table)
+                .unwrap();
+        }
+        panic!("no database in the environment")
     }
 
     /// Takes `key`'s refresh lock away from its holder: the SQLite lease row is deleted, the
@@ -487,7 +523,8 @@ mod contract {
         let waiter = db
             .store(&table)
             .await
-            .with_lock_timeout(Duration::from_millis(300));
+            .with_lock_timeout(Duration::from_millis(300))
+            .with_lock_lease(Duration::from_millis(300));
         let key = TokenKey::new("user-1");
         let held = holder.lock(&key).await.unwrap();
 
@@ -499,6 +536,7 @@ mod contract {
         let error = holder
             .clone()
             .with_lock_timeout(Duration::from_millis(100))
+            .with_lock_lease(Duration::from_millis(100))
             .lock(&key)
             .await
             .unwrap_err();
@@ -518,6 +556,31 @@ mod contract {
         drop(second);
         let third = holder.lock(&key).await.expect("lock after second release");
         drop(third);
+        db.drop_tables(&table).await;
+    }
+
+    /// CLI-style use: processes that each refresh once and exit at once leave no lock for the
+    /// next one to wait out.
+    pub async fn a_process_that_refreshes_and_exits_leaves_no_lock_behind(db: &Db) {
+        let table = unique("t_short_lived");
+        let server = AuthServer::start(Duration::from_secs(3600)).await;
+        let store = db.migrated_store(&table).await;
+        built_with_tokens(builder(&server).store(store), server.issue_grant()).await;
+        let mut env = db.env(&table);
+        env.extend([
+            ("RTR_TOKEN_URL", server.token_url()),
+            ("RTR_ORIGIN", server.uri()),
+            ("RTR_API_URL", server.api_url("me")),
+        ]);
+        let runs = processes::SHORT_LIVED_RUNS;
+        let times =
+            processes::short_lived_runs(&server, "sql_store::short_lived_sql_process", &env, runs);
+        assert!(
+            times.iter().all(|time| *time < Duration::from_secs(1)),
+            "{times:?}"
+        );
+        assert_eq!(server.refresh_calls(), runs as u64);
+        assert_eq!(server.reuse_detections(), 0);
         db.drop_tables(&table).await;
     }
 
@@ -571,6 +634,21 @@ async fn fire(client: &ClientWithMiddleware, url: &str, count: usize) -> usize {
         .count()
 }
 
+/// One run of a CLI on either backend: one request that refreshes, then exit.
+#[tokio::test]
+#[ignore = "a short-lived process of a_process_that_refreshes_and_exits_leaves_no_lock_behind"]
+async fn short_lived_sql_process() {
+    if !processes::is_worker() {
+        return;
+    }
+    let var = |name: &str| std::env::var(name).expect(name);
+    let middleware = builder_for(&var("RTR_TOKEN_URL"), &var("RTR_ORIGIN"))
+        .store(Db::from_env().await)
+        .build()
+        .unwrap();
+    processes::one_request_and_exit(client(middleware), var("RTR_API_URL")).await;
+}
+
 /// One test per contract item, on each backend.
 macro_rules! contract_tests {
     ($db:expr) => {
@@ -614,6 +692,12 @@ macro_rules! contract_tests {
         async fn d5_the_lock_excludes_a_second_holder_until_dropped() {
             let Some(db) = $db else { return };
             contract::the_lock_excludes_a_second_holder_until_dropped(&db).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_process_that_refreshes_and_exits_leaves_no_lock_behind() {
+            let Some(db) = $db else { return };
+            contract::a_process_that_refreshes_and_exits_leaves_no_lock_behind(&db).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,6 +808,44 @@ mod postgres {
     use super::*;
 
     contract_tests!(postgres().await);
+
+    /// The session holding a refresh lock dies while its holder works (an administrator's
+    /// `pg_terminate_backend`, `idle_session_timeout`, a network cut): the server has released
+    /// the lock, so the holder must not call the token endpoint with a refresh token another
+    /// process may be presenting. It notices before the call, however recently it last
+    /// pinged, and makes none; the next request refreshes normally.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_holder_whose_lock_session_died_makes_no_token_call() {
+        let Some(db) = postgres().await else { return };
+        let table = unique("t_lost_session");
+        let store = TestStore::new(std::sync::Arc::new(db.migrated_store(&table).await));
+        let server = AuthServer::start(Duration::from_secs(3600)).await;
+        let (client, _) = built_with_tokens(
+            builder(&server).shared_store(store.clone()),
+            server.issue_expired_grant(),
+        )
+        .await;
+        let entered = store.gate.arm(Point::Load);
+        let url = server.api_url("me");
+        let request = tokio::spawn({
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(url).send().await }
+        });
+        reached(entered).await;
+        db.break_lock(&table, &TokenKey::default()).await;
+        store.gate.release();
+        let error = request.await.unwrap().unwrap_err();
+        let error = crate::helpers::token_error(&error);
+        assert!(error.is_transient(), "{error}");
+        assert_eq!(server.refresh_calls(), 0, "a token call without the lock");
+        // The lock is free again (the server released it with the session): the next
+        // request refreshes, once.
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(server.refresh_calls(), 1);
+        assert_eq!(server.reuse_detections(), 0);
+        db.drop_tables(&table).await;
+    }
 
     /// The lock lives in the holder's session: when that session dies (process killed,
     /// network gone), the server releases it without any cleanup by the holder.

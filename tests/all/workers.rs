@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
+use reqwest_token_refresh::{TokenKey, TokenManager};
 
 use crate::auth_server::AuthServer;
+
+/// How many short-lived processes run one after another in the lock-release-at-exit tests.
+pub const SHORT_LIVED_RUNS: usize = 20;
 
 /// Environment variable that makes an ignored worker test act.
 pub const WORKER_ENV: &str = "RTR_TEST_WORKER";
@@ -105,6 +109,83 @@ fn reply(stdout: &mut BufReader<ChildStdout>) -> String {
             return reply.to_owned();
         }
     }
+}
+
+/// CLI-style use, one process after another: before each of `runs` processes, `server`
+/// rejects the access tokens issued so far, so that the process's one request refreshes; the
+/// process (test `name`, see [`one_request_and_exit`]) then exits. Returns how long each
+/// process's request took: a lock left behind by the previous process shows there.
+pub fn short_lived_runs(
+    server: &AuthServer,
+    name: &str,
+    env: &[(&str, String)],
+    runs: usize,
+) -> Vec<Duration> {
+    let exe = std::env::current_exe().expect("test binary path");
+    (0..runs)
+        .map(|_| {
+            server.reject_current_access_tokens();
+            let output = tokio::task::block_in_place(|| {
+                Command::new(&exe)
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        name,
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(WORKER_ENV, "0")
+                    .envs(env.iter().map(|(key, value)| (key, value)))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run a short-lived process")
+            });
+            assert!(
+                output.status.success(),
+                "the process failed: {}",
+                output.status
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let reply = stdout
+                .lines()
+                .find_map(|line| {
+                    line.split_once("reply: ")
+                        .map(|(_, reply)| reply.to_owned())
+                })
+                .expect("the process replied");
+            let (millis, status) = reply.split_once(' ').expect("`millis status`");
+            assert_eq!(status, "200", "the process's request failed");
+            Duration::from_millis(millis.parse().expect("millis"))
+        })
+        .collect()
+}
+
+/// A short-lived process's whole life (see [`short_lived_runs`]): one request, its time and
+/// status printed; then, as a CLI's last step might be, the tokens handed over again (a run
+/// that takes and releases the store's lock), and the process exits at once.
+pub async fn one_request_and_exit(
+    (client, manager): (ClientWithMiddleware, TokenManager),
+    url: String,
+) {
+    let started = std::time::Instant::now();
+    let status = match client.get(url).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => {
+            eprintln!("request failed: {error}");
+            0
+        }
+    };
+    println!("reply: {} {status}", started.elapsed().as_millis());
+    let key = TokenKey::default();
+    if let Ok(Some(tokens)) = manager.tokens(&key).await {
+        manager
+            .set_tokens(&key, tokens)
+            .await
+            .expect("tokens handed over");
+    }
+    // Exit now, as a CLI's `main` returning would: nothing left running gets to finish.
+    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
+    std::process::exit(0);
 }
 
 /// Whether this process is a worker.

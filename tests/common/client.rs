@@ -11,6 +11,9 @@ use reqwest_token_refresh::{
 };
 use tokio::sync::mpsc;
 
+#[path = "gate.rs"]
+pub mod gate;
+
 /// How long an awaited event may take before the test fails (a hang is a failure).
 pub const WAIT: Duration = Duration::from_secs(10);
 
