@@ -21,8 +21,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn chains() -> (ClientWithMiddleware, ClientWithMiddleware) {
-    let middleware = stub::middleware();
-    let manager = middleware.manager().clone();
+    let manager = stub::manager();
     runtime()
         .block_on(
             manager.set_tokens(
@@ -33,12 +32,12 @@ fn chains() -> (ClientWithMiddleware, ClientWithMiddleware) {
             ),
         )
         .expect("set tokens");
-    stub::chains(middleware)
+    stub::chains(manager.middleware())
 }
 
 fn hot_path(c: &mut Criterion) {
     let (plain, ours) = chains();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let runtime = runtime();
     let request = stub::request();
     let mut group = c.benchmark_group("hot_path");
@@ -47,10 +46,10 @@ fn hot_path(c: &mut Criterion) {
             b.iter(|| {
                 let request = request.try_clone().expect("clonable");
                 runtime.block_on(client.execute(request)).expect("stub")
-            })
+            });
         });
         group.bench_function(format!("{name}/{threads}_threads"), |b| {
-            b.iter_custom(|iters| stub::mean_thread_time(client, threads, iters))
+            b.iter_custom(|iters| stub::mean_thread_time(client, threads, iters));
         });
     }
     group.finish();

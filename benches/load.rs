@@ -31,8 +31,8 @@ use http::Extensions;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::{
     AccessToken, EncryptionKey, Event, FileTokenStore, KeyRing, MemoryTokenStore, RedisTokenStore,
-    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenRefreshMiddleware,
-    TokenRefreshMiddlewareBuilder, TokenSet, TokenStore,
+    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenManager, TokenManagerBuilder,
+    TokenSet, TokenStore,
 };
 
 use server::Server;
@@ -60,7 +60,7 @@ unsafe impl GlobalAlloc for Counting {
         if COUNTING.load(Ordering::Relaxed) {
             LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         }
-        System.dealloc(ptr, layout)
+        System.dealloc(ptr, layout);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -256,16 +256,15 @@ fn stub_ns_per_op(client: &ClientWithMiddleware, threads: usize, iters: u64) -> 
 }
 
 fn hot_path(config: &Config, rows: &mut Vec<Row>) {
-    let middleware = stub::middleware();
-    let manager = middleware.manager().clone();
+    let manager = stub::manager();
     current_thread()
         .block_on(manager.set_tokens(
             &TokenKey::default(),
             opaque_tokens(1, Duration::from_secs(24 * 3600)),
         ))
         .expect("set tokens");
-    let (plain, ours) = stub::chains(middleware);
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (plain, ours) = stub::chains(manager.middleware());
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
 
     // Allocations per request, single thread.
     let runtime = current_thread();
@@ -280,11 +279,42 @@ fn hot_path(config: &Config, rows: &mut Vec<Row>) {
                 for _ in 0..1000 {
                     black_box(client.execute(request.try_clone().unwrap()).await.unwrap());
                 }
-            })
+            });
         });
         allocations[slot] = count;
     }
     let added_allocations = (allocations[1] as f64 - allocations[0] as f64) / 1000.0;
+
+    // The replay copy: a do-nothing middleware, and the same one keeping a `try_clone` of
+    // each request until the response is back (what ours does to be able to replay).
+    let noop = ClientBuilder::new(reqwest::Client::new())
+        .with(NoopMiddleware)
+        .with(stub::Respond200)
+        .build();
+    let cloning = ClientBuilder::new(reqwest::Client::new())
+        .with(CloningNoopMiddleware)
+        .with(stub::Respond200)
+        .build();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        without.push(stub_ns_per_op(&noop, 1, config.hot_iters / 5));
+        with.push(stub_ns_per_op(&cloning, 1, config.hot_iters / 5));
+    }
+    // Noise: how far apart two samples of the same chain are (the interquartile range).
+    without.sort_by(f64::total_cmp);
+    let noise = without[6] - without[2];
+    let (without, with) = (median(&mut without), median(&mut with));
+    rows.push(row(
+        "1. replay copy (`Request::try_clone`), 1 thread, stub transport",
+        format!(
+            "+{:.0} ns/request ({without:.0} → {with:.0} ns) vs a noise of {noise:.0} ns \
+             (interquartile range of the do-nothing chain)",
+            with - without
+        ),
+        format!("{:.2}× the do-nothing chain", with / without),
+        "—",
+        None,
+    ));
 
     for threads in [1, cores] {
         // Interleaved samples; the median of each.
@@ -316,7 +346,7 @@ fn hot_path(config: &Config, rows: &mut Vec<Row>) {
 }
 
 fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
+    values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
@@ -328,19 +358,18 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 // 2. End to end
 
 /// A middleware builder for the loopback server at `origin` (token endpoint `{origin}/token`).
-fn loopback_builder(origin: &str) -> TokenRefreshMiddlewareBuilder {
-    let grant = RefreshTokenGrant::builder(format!("{origin}/token"))
-        .client_id("bench")
+fn loopback_builder(origin: &str) -> TokenManagerBuilder {
+    let grant = RefreshTokenGrant::builder(format!("{origin}/token"), "bench")
         .danger_allow_http_loopback()
         .build()
         .expect("grant");
-    TokenRefreshMiddleware::builder(grant)
+    TokenManager::builder(grant)
         .allow_origin(origin)
-        .danger_allow_http_loopback()
+        .expect("valid origin")
 }
 
-fn loopback_middleware(server: &Server) -> TokenRefreshMiddleware {
-    loopback_builder(&server.uri()).build().expect("middleware")
+fn loopback_manager(server: &Server) -> TokenManager {
+    loopback_builder(&server.uri()).build()
 }
 
 /// `total` requests with `concurrency` in flight, each with `header` as `Authorization` if
@@ -389,12 +418,13 @@ fn end_to_end(config: &Config, server: &Server, rows: &mut Vec<Row>) {
     let runtime = multi_thread();
     let client = reqwest::Client::new();
     let plain = ClientBuilder::new(client.clone()).build();
-    let middleware = loopback_middleware(server);
-    let manager = middleware.manager().clone();
+    let manager = loopback_manager(server);
     let noop = ClientBuilder::new(client.clone())
         .with(NoopMiddleware)
         .build();
-    let ours = ClientBuilder::new(client).with(middleware).build();
+    let ours = ClientBuilder::new(client)
+        .with(manager.middleware())
+        .build();
     let url = server.api_url();
     let (concurrency, size) = (config.e2e_concurrency, config.e2e_batch);
     let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
@@ -552,6 +582,25 @@ impl reqwest_middleware::Middleware for NoopMiddleware {
     }
 }
 
+/// A do-nothing middleware that keeps a copy of each request (`Request::try_clone`) until the
+/// response is back: the cost of being able to replay, alone.
+struct CloningNoopMiddleware;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for CloningNoopMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let copy = request.try_clone();
+        let response = next.run(request, extensions).await;
+        drop(black_box(copy));
+        response
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2b. End to end in instructions (run under callgrind by scripts/bench-instructions.sh)
 
@@ -567,8 +616,7 @@ fn instructions_run(variant: &str) {
     let server = Server::start(Duration::ZERO);
     let runtime = current_thread();
     let client = reqwest::Client::new();
-    let middleware = loopback_middleware(&server);
-    let manager = middleware.manager().clone();
+    let manager = loopback_manager(&server);
     let tokens = server.issue_grant(Duration::from_secs(24 * 3600));
     let header = bearer(&tokens);
     let (client, header) = match variant {
@@ -578,7 +626,12 @@ fn instructions_run(variant: &str) {
             ClientBuilder::new(client).with(NoopMiddleware).build(),
             Some(&header),
         ),
-        "ours" => (ClientBuilder::new(client).with(middleware).build(), None),
+        "ours" => (
+            ClientBuilder::new(client)
+                .with(manager.middleware())
+                .build(),
+            None,
+        ),
         other => panic!("unknown {INSTRUCTIONS_ENV} variant {other:?}"),
     };
     let url = server.api_url();
@@ -612,15 +665,13 @@ struct StormResult {
 async fn storm(server: &Server, client: &reqwest::Client, kind: Storm, size: usize) -> StormResult {
     let refresh = Arc::new(Mutex::new(None));
     let seen = Arc::clone(&refresh);
-    let middleware = loopback_builder(&server.uri())
+    let manager = loopback_builder(&server.uri())
         .on_event(move |event| {
             if let Event::Refreshed { duration, .. } = event {
                 *seen.lock().unwrap() = Some(*duration);
             }
         })
-        .build()
-        .expect("middleware");
-    let manager = middleware.manager().clone();
+        .build();
     let tokens = server.issue_grant(Duration::from_secs(3600));
     let tokens = match kind {
         Storm::Expired => tokens.with_expires_at(SystemTime::now() - Duration::from_secs(1)),
@@ -633,7 +684,9 @@ async fn storm(server: &Server, client: &reqwest::Client, kind: Storm, size: usi
     if kind == Storm::Rejected {
         server.reject_current_tokens();
     }
-    let client = ClientBuilder::new(client.clone()).with(middleware).build();
+    let client = ClientBuilder::new(client.clone())
+        .with(manager.middleware())
+        .build();
     let url = server.api_url();
     let calls = server.token_calls();
     let start = Instant::now();
@@ -783,13 +836,13 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
                 assert_eq!(saved, SaveOutcome::Saved);
                 drop(store.lock(key).await.expect("lock"));
             }
-        })
+        });
     });
     let middleware = || {
         loopback_builder(stub::ORIGIN)
-            .shared_store(store.clone())
+            .store(store.clone())
             .build()
-            .expect("middleware")
+            .middleware()
     };
     // Two managers on the same store: one serving every key, one the first thousand.
     let (_, all) = stub::chains(middleware());
@@ -807,7 +860,7 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             for key in &keys {
                 send(&all, key).await;
             }
-        })
+        });
     });
     let few_keys = &keys[..keys.len().min(1_000)];
     runtime.block_on(async {
@@ -992,7 +1045,11 @@ async fn redis_store(prefix: &str) -> Result<RedisTokenStore, String> {
 /// A store of `kind` named by `location` (a file path or a Redis prefix).
 async fn open_store(kind: &str, location: &str) -> Result<Arc<dyn TokenStore>, String> {
     Ok(match kind {
-        "file" => Arc::new(FileTokenStore::new(location)),
+        "file" => Arc::new(
+            FileTokenStore::builder(location)
+                .build()
+                .expect("valid token file path"),
+        ),
         _ => Arc::new(redis_store(location).await?),
     })
 }
@@ -1005,16 +1062,17 @@ fn worker(kind: &str) {
     let runtime = multi_thread();
     runtime.block_on(async {
         let store = open_store(kind, &location).await.expect("store");
-        let middleware = loopback_builder(&url)
+        let manager = loopback_builder(&url)
             .rejection_cooldown(Duration::ZERO)
-            .shared_store(store)
-            .build()
-            .expect("middleware");
+            .store(store)
+            .build();
         let client = reqwest::Client::builder()
             .http2_prior_knowledge()
             .build()
             .expect("client");
-        let client = ClientBuilder::new(client).with(middleware).build();
+        let client = ClientBuilder::new(client)
+            .with(manager.middleware())
+            .build();
         let api = format!("{url}/api/item");
         loop {
             let line = tokio::task::spawn_blocking(|| {
@@ -1143,11 +1201,10 @@ fn across_processes(config: &Config, server: &Server, rows: &mut Vec<Row>) {
         };
         // Log in once, through a manager on the same store.
         let login = loopback_builder(&server.uri())
-            .shared_store(Arc::clone(&store))
-            .build()
-            .expect("middleware");
+            .store(Arc::clone(&store))
+            .build();
         runtime
-            .block_on(login.manager().set_tokens(
+            .block_on(login.set_tokens(
                 &TokenKey::default(),
                 server.issue_grant(Duration::from_secs(3600)),
             ))

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::test_util::MockAuthorizationServer;
-use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenManager, TokenRefreshMiddleware};
+use reqwest_token_refresh::{Error, RefreshTokenGrant, TokenKey, TokenManager};
 
 #[derive(Clone)]
 struct Backend {
@@ -59,14 +59,9 @@ async fn inbox(State(backend): State<Backend>, headers: HeaderMap) -> Result<Str
         .with_extension(user)
         .send()
         .await
-        .map_err(|error| match error {
-            reqwest_middleware::Error::Middleware(error)
-                if error
-                    .downcast_ref::<reqwest_token_refresh::Error>()
-                    .is_some_and(reqwest_token_refresh::Error::is_reauthorization_required) =>
-            {
-                StatusCode::UNAUTHORIZED // the front end sends the user to log in again
-            }
+        .map_err(|error| match Error::from_middleware(&error) {
+            // The front end sends the user to log in again.
+            Some(error) if error.is_reauthorization_required() => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_GATEWAY,
         })?;
     let status = response.status();
@@ -88,18 +83,15 @@ async fn logout(State(backend): State<Backend>, headers: HeaderMap) -> StatusCod
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
-    let grant = RefreshTokenGrant::builder(auth.token_url())
-        .client_id("web-backend")
+    let grant = RefreshTokenGrant::builder(auth.token_url(), "web-backend")
         .revocation_endpoint(auth.revocation_url())
         .danger_allow_http_loopback() // loopback demo only
         .build()?;
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(auth.uri())
-        .danger_allow_http_loopback()
-        .build()?;
-    let tokens = middleware.manager().clone();
+    let tokens = TokenManager::builder(grant)
+        .allow_origin(&auth.uri())?
+        .build();
     let api = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
+        .with(tokens.middleware())
         .build();
     let backend = Backend {
         api,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest_middleware::ClientBuilder;
-use reqwest_token_refresh::{ClientCredentialsGrant, ClientSecret, TokenRefreshMiddleware};
+use reqwest_token_refresh::{ClientCredentialsGrant, ClientSecret, TokenManager};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -32,20 +32,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .mount(&api)
         .await;
 
-    let grant = ClientCredentialsGrant::builder(format!("{}/oauth/token", auth.uri()))
-        .client_id("billing-service")
-        .client_secret(ClientSecret::new("loaded-from-your-secret-store"))
-        .scope("invoices:read")
-        .timeout(Duration::from_secs(5))
-        .danger_allow_http_loopback() // loopback demo only
-        .build()?;
+    let grant =
+        ClientCredentialsGrant::builder(format!("{}/oauth/token", auth.uri()), "billing-service")
+            .client_secret(ClientSecret::new("loaded-from-your-secret-store"))
+            .scope("invoices:read")
+            .timeout(Duration::from_secs(5))
+            .danger_allow_http_loopback() // loopback demo only
+            .build()?;
+    let tokens = TokenManager::builder(grant)
+        .allow_origin(&api.uri())?
+        .build();
     let client = ClientBuilder::new(reqwest::Client::new())
-        .with(
-            TokenRefreshMiddleware::builder(grant)
-                .allow_origin(api.uri())
-                .danger_allow_http_loopback()
-                .build()?,
-        )
+        .with(tokens.middleware())
         .build();
 
     let requests = (0..100).map(|i| client.get(format!("{}/invoices/{i}", api.uri())).send());

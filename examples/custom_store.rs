@@ -24,7 +24,7 @@ use reqwest_token_refresh::test_util::store_contract::StoreContract;
 use reqwest_token_refresh::test_util::MockAuthorizationServer;
 use reqwest_token_refresh::{
     RefreshTokenGrant, Revision, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenKey,
-    TokenRecord, TokenRefreshMiddleware, TokenStore,
+    TokenManager, TokenRecord, TokenStore,
 };
 
 /// One JSON file per key in a directory.
@@ -80,7 +80,7 @@ impl TokenStore for DirectoryStore {
         let lock = Arc::clone(
             self.locks
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .entry(key.clone())
                 .or_default(),
         );
@@ -93,21 +93,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("custom-store-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let server = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("demo-client")
+    let grant = RefreshTokenGrant::builder(server.token_url(), "demo-client")
         .danger_allow_http_loopback()
         .build()?;
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
-        .danger_allow_http_loopback()
+    let manager = TokenManager::builder(grant)
+        .allow_origin(&server.uri())?
         .store(DirectoryStore {
             dir: dir.clone(),
             locks: Mutex::default(),
         })
-        .build()?;
-    let manager = middleware.manager().clone();
+        .build();
     let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
+        .with(manager.middleware())
         .build();
     let key = TokenKey::new("alice");
     manager

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest_middleware::ClientBuilder;
-use reqwest_token_refresh::{Event, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
+use reqwest_token_refresh::{Event, RefreshTokenGrant, TokenManager};
 
 use reqwest_token_refresh::test_util::MockAuthorizationServer;
 
@@ -25,30 +25,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // half the lifetime): with rounds 1.1 s apart, a refresh falls due every other round.
     let server = MockAuthorizationServer::start(Duration::from_secs(4)).await;
 
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("demo-client")
+    let grant = RefreshTokenGrant::builder(server.token_url(), "demo-client")
         .danger_allow_http_loopback() // loopback demo only; production endpoints must be https
         .build()?;
     let persisted = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&persisted);
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
-        .danger_allow_http_loopback()
+    let tokens = TokenManager::builder(grant)
+        .allow_origin(&server.uri())?
+        .initial_tokens(server.issue_grant()) // the user logged in once
         .on_event(move |event| {
             if let Event::Persisted { .. } = event {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         })
-        .build()?;
-    let manager = middleware.manager().clone();
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
         .build();
-
-    // The user logged in once: the application hands the first tokens over.
-    manager
-        .set_tokens(&TokenKey::default(), server.issue_grant())
-        .await?;
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware())
+        .build();
 
     let mut sent = 0;
     let mut failures = 0;

@@ -1,24 +1,19 @@
 // cargo run --example redis_backend --features redis,test-util
 //
-// A backend that calls an OAuth-protected API on behalf of many users, keeping every user's
-// refresh token server-side in Redis (sealed, with a TTL), so any replica can serve any user and
-// each user's tokens are refreshed once across all replicas. Needs a Redis server: REDIS_URL, or
-// redis://127.0.0.1:6379.
-//
-// It starts, in this process on loopback, an authorization server that rotates refresh tokens
-// and revokes the grant on reuse, plus the protected API; then two "replicas" (two clients on
-// the same Redis) serve requests for three users through a token lifetime change.
+// A backend calling an OAuth-protected API on behalf of many users. Every user's tokens live in
+// Redis (sealed, with a TTL), so any replica serves any user and each user's tokens are
+// refreshed once across all replicas. Needs Redis: REDIS_URL, or redis://127.0.0.1:6379.
+// Two "replicas" (two managers on one Redis) serve three users while the loopback
+// authorization server revokes every access token once.
 
 use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_token_refresh::test_util::MockAuthorizationServer;
 use reqwest_token_refresh::{
     EncryptionKey, KeyRing, RedisTokenStore, RefreshTokenGrant, TokenKey, TokenManager,
-    TokenRefreshMiddleware,
 };
-
-use reqwest_token_refresh::test_util::MockAuthorizationServer;
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
@@ -26,98 +21,66 @@ const USERS: [&str; 3] = ["alice", "bob", "carol"];
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    // In production: load the key from your secret manager (e.g. a base64 env var) and keep
-    // the previous key as a decryption key while rotating.
+    // In production the key comes from your secret manager (EncryptionKey::from_base64).
     let key = EncryptionKey::from_bytes("demo-2026", &[42; 32])?;
-    let salt = format!("demo-salt-{}", std::process::id());
+    let server = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
+    let (first, tokens) = replica(&server, &redis_url, &key).await?;
+    let (second, _) = replica(&server, &redis_url, &key).await?;
 
-    // Every user has their own grant at the authorization server.
-    let servers = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
-    let replicas = [
-        replica(&servers, &redis_url, &key, &salt).await?,
-        replica(&servers, &redis_url, &key, &salt).await?,
-    ];
-
-    // Users log in through replica 0; their tokens land in Redis, readable by every replica.
+    // Users log in through one replica; their tokens land in Redis, for every replica.
     for user in USERS {
-        let (_, manager) = &replicas[0];
-        manager
-            .set_tokens(&TokenKey::new(user), servers.issue_grant())
+        tokens
+            .set_tokens(&TokenKey::new(user), server.issue_grant())
             .await?;
     }
-
-    let mut failures = 0;
-    for round in 0..3 {
-        if round == 1 {
-            // The API starts rejecting every access token issued so far.
-            servers.reject_current_access_tokens();
-        }
-        let requests = (0..60).map(|i| {
-            let (client, _) = &replicas[i % 2];
-            let user = USERS[i % USERS.len()];
-            let url = servers.api_url(&format!("{user}/inbox"));
-            let client = client.clone();
-            async move {
-                client
-                    .get(url)
-                    .with_extension(TokenKey::new(user))
-                    .send()
-                    .await
-            }
-        });
-        for result in join_all(requests).await {
-            if !matches!(result, Ok(ref response) if response.status().is_success()) {
-                failures += 1;
-            }
-        }
-    }
-
-    println!("users:                 {}", USERS.len());
-    println!("replicas:              {}", replicas.len());
-    println!("token refreshes made:  {}", servers.refresh_calls());
-    println!("reuse detections:      {}", servers.reuse_detections());
-    println!("failures:              {failures}");
+    server.reject_current_access_tokens();
+    let requests = (0..60).map(|i| {
+        let client = if i % 2 == 0 { &first } else { &second };
+        let user = USERS[i % USERS.len()];
+        client
+            .get(server.api_url(&format!("{user}/inbox")))
+            .with_extension(TokenKey::new(user))
+            .send()
+    });
+    let failures = join_all(requests)
+        .await
+        .into_iter()
+        .filter(|result| !matches!(result, Ok(response) if response.status().is_success()))
+        .count();
+    println!(
+        "60 requests for {} users on 2 replicas: {failures} failed, {} token calls (one per user)",
+        USERS.len(),
+        server.refresh_calls()
+    );
     for user in USERS {
-        let (_, manager) = &replicas[1];
-        let tokens = manager.tokens(&TokenKey::new(user)).await?;
-        let generation = tokens.map_or(0, |tokens| tokens.generation());
-        println!("  {user:<6} at generation {generation} (shared by both replicas)");
+        tokens.clear(&TokenKey::new(user)).await?;
     }
-    for user in USERS {
-        replicas[0].1.clear(&TokenKey::new(user)).await?;
-    }
-    if failures > 0 || servers.reuse_detections() > 0 {
+    if failures > 0 || server.reuse_detections() > 0 {
         return Err("the example saw failures".into());
     }
     Ok(())
 }
 
-/// One replica of the backend: its own HTTP client and middleware, the shared Redis.
+/// One replica of the backend: its own client and manager, the shared Redis.
 async fn replica(
-    servers: &MockAuthorizationServer,
+    server: &MockAuthorizationServer,
     redis_url: &str,
     key: &EncryptionKey,
-    salt: &str,
 ) -> Result<(ClientWithMiddleware, TokenManager), Box<dyn std::error::Error>> {
     let store = RedisTokenStore::builder(KeyRing::new(key.clone()))
-        .prefix("example:tokens:")
-        .hash_key_names(salt.as_bytes())
+        .prefix(format!("example:{}:", std::process::id()))
         .refresh_token_lifetime(Duration::from_secs(14 * 24 * 3600))
         .connect(redis_url)
-        .await
-        .map_err(|error| format!("cannot reach redis at {redis_url}: {error}"))?;
-    let grant = RefreshTokenGrant::builder(servers.token_url())
-        .client_id("backend")
-        .danger_allow_http_loopback()
+        .await?;
+    let grant = RefreshTokenGrant::builder(server.token_url(), "backend")
+        .danger_allow_http_loopback() // loopback demo only
         .build()?;
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(servers.uri())
-        .danger_allow_http_loopback()
+    let tokens = TokenManager::builder(grant)
+        .allow_origin(&server.uri())?
         .store(store)
-        .build()?;
-    let manager = middleware.manager().clone();
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
         .build();
-    Ok((client, manager))
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware())
+        .build();
+    Ok((client, tokens))
 }

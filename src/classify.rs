@@ -143,9 +143,13 @@ impl Parser<'_> {
         self.rest.first().copied()
     }
 
+    fn advance(&mut self) {
+        self.rest = self.rest.get(1..).unwrap_or_default();
+    }
+
     fn eat(&mut self, byte: u8) -> bool {
         if self.peek() == Some(byte) {
-            self.rest = &self.rest[1..];
+            self.advance();
             true
         } else {
             false
@@ -154,13 +158,13 @@ impl Parser<'_> {
 
     fn skip_spaces(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.rest = &self.rest[1..];
+            self.advance();
         }
     }
 
     fn skip_separators(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
-            self.rest = &self.rest[1..];
+            self.advance();
         }
     }
 
@@ -178,13 +182,13 @@ impl Parser<'_> {
         self.eat(b'"');
         let mut value = Vec::new();
         while let Some(byte) = self.peek() {
-            self.rest = &self.rest[1..];
+            self.advance();
             match byte {
                 b'"' => return Some(String::from_utf8_lossy(&value).into_owned()),
                 b'\\' => {
                     if let Some(escaped) = self.peek() {
                         value.push(escaped);
-                        self.rest = &self.rest[1..];
+                        self.advance();
                     }
                 }
                 other => value.push(other),

@@ -5,8 +5,9 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
-use crate::grant::endpoint::{self, check_secure, redact_userinfo, EndpointSettings};
-use crate::grant::{ClientAuth, ClientCredentialsGrantBuilder, RefreshTokenGrantBuilder};
+use crate::grant::endpoint::{self, EndpointSettings};
+use crate::grant::{ClientAuth, GrantBuilder};
+use crate::url_policy::{self, check_secure};
 use crate::{ClientCredentialsGrant, RefreshTokenGrant};
 
 /// Where the metadata document lives.
@@ -26,8 +27,7 @@ enum Flavor {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let metadata = Discovery::oauth("https://auth.example.com/tenant-a").fetch().await?;
 /// let grant = metadata
-///     .refresh_token_grant()?
-///     .client_id("my-client")
+///     .refresh_token_grant("my-client")
 ///     .client_secret(ClientSecret::new("from-your-secret-store"))
 ///     .build()?;
 /// # Ok(()) }
@@ -36,7 +36,7 @@ enum Flavor {
 /// The returned `issuer` must be *identical* to the one asked for (RFC 8414 §3.3; compared by
 /// code point, no normalization), and the endpoints must be https. The request follows no
 /// redirects.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use]
 pub struct Discovery {
     issuer: String,
@@ -63,18 +63,25 @@ impl Discovery {
         }
     }
 
-    /// Allows a plain-`http` issuer and endpoints on a loopback host, for tests and demos.
+    /// Allows a plain-`http` issuer and endpoints on a loopback host, for tests and demos; the
+    /// grants made from the metadata allow them too.
     pub fn danger_allow_http_loopback(mut self) -> Self {
         self.settings.allow_http_loopback = true;
         self
     }
 
+    /// The HTTP client to fetch the metadata with (a proxy, your own root certificates); see
+    /// [`GrantBuilder::http_client`](crate::GrantBuilder::http_client).
+    pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
+        self.settings.http = Some(builder);
+        self
+    }
+
     /// The URL of the metadata document.
     pub fn metadata_url(&self) -> Result<Url, DiscoveryError> {
-        let issuer = Url::parse(&self.issuer).map_err(|_| {
-            DiscoveryError::Config(ConfigError::InvalidUrl(redact_userinfo(&self.issuer)))
-        })?;
-        check_secure(&issuer, self.settings.allow_http_loopback).map_err(DiscoveryError::Config)?;
+        let issuer = url_policy::parse("issuer", &self.issuer).map_err(DiscoveryError::Config)?;
+        check_secure("issuer", &issuer, self.settings.allow_http_loopback)
+            .map_err(DiscoveryError::Config)?;
         if issuer.query().is_some() || issuer.fragment().is_some() {
             return Err(DiscoveryError::InvalidIssuer);
         }
@@ -89,7 +96,7 @@ impl Discovery {
     }
 
     /// Fetches and validates the metadata.
-    pub async fn fetch(self) -> Result<ServerMetadata, DiscoveryError> {
+    pub async fn fetch(mut self) -> Result<ServerMetadata, DiscoveryError> {
         let url = self.metadata_url()?;
         let client = self.settings.client().map_err(DiscoveryError::Config)?;
         let request = client
@@ -110,9 +117,12 @@ impl Discovery {
         let token_endpoint = document
             .token_endpoint
             .ok_or(DiscoveryError::MissingTokenEndpoint)?;
-        for endpoint in std::iter::once(&token_endpoint).chain(&document.revocation_endpoint) {
+        self.settings
+            .endpoint_url("token_endpoint", &token_endpoint)
+            .map_err(DiscoveryError::Config)?;
+        if let Some(revocation) = &document.revocation_endpoint {
             self.settings
-                .endpoint_url(endpoint)
+                .endpoint_url("revocation_endpoint", revocation)
                 .map_err(DiscoveryError::Config)?;
         }
         Ok(ServerMetadata {
@@ -161,20 +171,29 @@ impl ServerMetadata {
         self.revocation_endpoint.as_deref()
     }
 
-    /// A refresh-token grant builder for this server: token and revocation endpoints set, and
-    /// `client_secret_post` chosen when the server does not list `client_secret_basic`
-    /// (which is the default when the list is absent, RFC 8414 §2).
-    pub fn refresh_token_grant(&self) -> Result<RefreshTokenGrantBuilder, ConfigError> {
-        Ok(self.configure(RefreshTokenGrant::builder(&self.token_endpoint)))
+    /// A refresh-token grant builder of the client `client_id` for this server: token and
+    /// revocation endpoints set, and `client_secret_post` chosen when the server does not list
+    /// `client_secret_basic` (which is the default when the list is absent, RFC 8414 §2).
+    pub fn refresh_token_grant(
+        &self,
+        client_id: impl Into<String>,
+    ) -> GrantBuilder<RefreshTokenGrant> {
+        self.configure(RefreshTokenGrant::builder(&self.token_endpoint, client_id))
     }
 
     /// A client-credentials grant builder for this server, configured as
     /// [`refresh_token_grant`](Self::refresh_token_grant).
-    pub fn client_credentials_grant(&self) -> Result<ClientCredentialsGrantBuilder, ConfigError> {
-        Ok(self.configure(ClientCredentialsGrant::builder(&self.token_endpoint)))
+    pub fn client_credentials_grant(
+        &self,
+        client_id: impl Into<String>,
+    ) -> GrantBuilder<ClientCredentialsGrant> {
+        self.configure(ClientCredentialsGrant::builder(
+            &self.token_endpoint,
+            client_id,
+        ))
     }
 
-    fn configure<G>(&self, mut builder: crate::GrantBuilder<G>) -> crate::GrantBuilder<G> {
+    fn configure<G>(&self, mut builder: GrantBuilder<G>) -> GrantBuilder<G> {
         if let Some(revocation) = &self.revocation_endpoint {
             builder = builder.revocation_endpoint(revocation);
         }
@@ -246,7 +265,7 @@ mod tests {
     fn r73_issuers_must_be_https_without_query_or_fragment() {
         assert!(matches!(
             Discovery::oauth("http://auth.example.com").metadata_url(),
-            Err(DiscoveryError::Config(ConfigError::InsecureUrl(_)))
+            Err(DiscoveryError::Config(ConfigError::InsecureUrl { .. }))
         ));
         assert!(matches!(
             Discovery::oauth("https://auth.example.com/?a=1").metadata_url(),

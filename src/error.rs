@@ -15,7 +15,7 @@ use crate::store::StoreError;
 /// Why a request could not get a token.
 ///
 /// The middleware returns it wrapped in [`reqwest_middleware::Error::Middleware`]; get it back
-/// with a downcast:
+/// with [`Error::from_middleware`]:
 ///
 /// ```
 /// # async fn run(client: reqwest_middleware::ClientWithMiddleware) {
@@ -23,12 +23,11 @@ use crate::store::StoreError;
 ///
 /// match client.get("https://api.example.com/me").send().await {
 ///     Ok(response) => println!("status {}", response.status()),
-///     Err(reqwest_middleware::Error::Middleware(error)) => match error.downcast_ref::<Error>() {
+///     Err(error) => match Error::from_middleware(&error) {
 ///         Some(error) if error.is_reauthorization_required() => println!("please log in again"),
 ///         Some(error) if error.is_transient() => println!("try again later: {error}"),
 ///         _ => println!("failed: {error}"),
 ///     },
-///     Err(error) => println!("transport error: {error}"),
 /// }
 /// # }
 /// ```
@@ -83,7 +82,7 @@ pub enum Error {
     #[error(
         "the stored tokens of `{key}` record no authorization server; bind them with \
          TokenSet::with_issued_for (or hand them over with TokenManager::set_tokens), or allow \
-         unbound tokens with TokenRefreshMiddlewareBuilder::accept_unbound_tokens"
+         unbound tokens with TokenManagerBuilder::accept_unbound_tokens"
     )]
     UnboundTokens {
         /// The key whose record was refused.
@@ -92,6 +91,9 @@ pub enum Error {
     /// The token store failed.
     #[error("token store failed")]
     Store(#[source] StoreError),
+    /// A setting cannot work (returned by constructors, never by requests).
+    #[error("invalid configuration")]
+    Config(#[source] ConfigError),
     /// An access token (supplied, stored or received) contains characters that RFC 6750
     /// `b64token` does not allow, so it cannot be sent in a header.
     #[error("access token is not a valid RFC 6750 b64token")]
@@ -115,6 +117,30 @@ impl TransientError {
 }
 
 impl Error {
+    /// This crate's error inside an error of a [`ClientWithMiddleware`] request, if it is one.
+    ///
+    /// ```
+    /// # async fn run(client: reqwest_middleware::ClientWithMiddleware) {
+    /// use reqwest_token_refresh::Error;
+    ///
+    /// if let Err(error) = client.get("https://api.example.com/me").send().await {
+    ///     match Error::from_middleware(&error) {
+    ///         Some(error) if error.is_reauthorization_required() => println!("log in again"),
+    ///         Some(error) => println!("token error: {error}"),
+    ///         None => println!("transport error: {error}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// [`ClientWithMiddleware`]: reqwest_middleware::ClientWithMiddleware
+    pub fn from_middleware(error: &reqwest_middleware::Error) -> Option<&Error> {
+        match error {
+            reqwest_middleware::Error::Middleware(error) => error.downcast_ref(),
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+
     /// Whether the user must authorize again (the refresh token is dead or missing).
     pub fn is_reauthorization_required(&self) -> bool {
         matches!(self, Error::ReauthorizationRequired { .. })
@@ -346,29 +372,53 @@ pub enum InvalidResponse {
     DuplicateField,
 }
 
-/// A builder was given a configuration that cannot work.
+/// A setting that cannot work. Returned where the setting is given or built, never at the
+/// first request; each variant names the setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A URL could not be parsed.
-    #[error("invalid URL `{0}`")]
-    InvalidUrl(String),
-    /// A URL is not `https` (plain `http` is allowed to loopback hosts only, after
-    /// `danger_allow_http_loopback()`).
-    #[error("`{0}` must use https (plain http is allowed to loopback only, when enabled)")]
-    InsecureUrl(String),
-    /// An endpoint URL carries credentials (`user:password@`), which would end up in logs,
-    /// `Debug` output and stored token sets; the client's go in `client_id`/`client_secret`.
-    #[error("`{0}` must not contain credentials (set client_id and client_secret instead)")]
-    CredentialsInUrl(String),
-    /// The token endpoint URL has a fragment (RFC 6749 §3.2).
-    #[error("token endpoint `{0}` must not have a fragment")]
-    FragmentInTokenEndpoint(String),
-    /// A required setting is missing.
+    #[error("{setting} `{url}` is not a valid URL")]
+    InvalidUrl {
+        /// The setting.
+        setting: &'static str,
+        /// The URL as given (credentials redacted).
+        url: String,
+    },
+    /// A URL is not `https`. Plain `http` is allowed to loopback hosts only, after the grant's
+    /// (or discovery's) `danger_allow_http_loopback()`.
+    #[error(
+        "{setting} `{url}` must use https (plain http is allowed to loopback hosts only, with \
+         danger_allow_http_loopback)"
+    )]
+    InsecureUrl {
+        /// The setting.
+        setting: &'static str,
+        /// The URL as given (credentials redacted).
+        url: String,
+    },
+    /// A URL carries credentials (`user:password@`), which would end up in logs, `Debug` output
+    /// and stored token sets; the client's go in `client_id` and `client_secret`.
+    #[error("{setting} `{url}` must not contain credentials (set the client secret instead)")]
+    CredentialsInUrl {
+        /// The setting.
+        setting: &'static str,
+        /// The URL as given (credentials redacted).
+        url: String,
+    },
+    /// An endpoint URL has a fragment (RFC 6749 §3.2).
+    #[error("{setting} `{url}` must not have a fragment")]
+    FragmentInUrl {
+        /// The setting.
+        setting: &'static str,
+        /// The URL as given (credentials redacted).
+        url: String,
+    },
+    /// A setting another one needs is missing (a client secret for `client_secret_basic`).
     #[error("missing setting: {0}")]
     Missing(&'static str),
-    /// The client id contains characters that cannot be sent.
-    #[error("client id must not be empty")]
+    /// The client id is empty.
+    #[error("client_id must not be empty")]
     EmptyClientId,
     /// An encryption key is malformed (wrong length, bad encoding, empty id).
     #[error("invalid encryption key: {0}")]
@@ -376,6 +426,15 @@ pub enum ConfigError {
     /// The HTTP client for the token endpoint could not be built.
     #[error("cannot build the token endpoint HTTP client: {0}")]
     HttpClient(String),
+    /// A store setting cannot work (a token file path without a file name, a table name that
+    /// is not a plain identifier, a store URL that does not parse).
+    #[error("{setting}: {reason}")]
+    Store {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

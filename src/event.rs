@@ -8,7 +8,7 @@ use crate::log;
 use crate::store::StoreError;
 
 /// Something that happened to a key's tokens. Delivered to the hook set with
-/// [`TokenRefreshMiddlewareBuilder::on_event`](crate::TokenRefreshMiddlewareBuilder::on_event),
+/// [`TokenManagerBuilder::on_event`](crate::TokenManagerBuilder::on_event),
 /// and also emitted as a `tracing` event. Never carries a secret.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -87,11 +87,11 @@ pub(crate) type EventHook = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;
 pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
     match &event {
         Event::RefreshStarted { key, generation } => {
-            log::debug!(%key, ?generation, "token refresh started")
+            log::debug!(%key, ?generation, "token refresh started");
         }
         Event::Coalesced { key } => log::trace!(%key, "joined a refresh in flight"),
         Event::LockAcquired { key, waited } => {
-            log::trace!(%key, ?waited, "store lock acquired")
+            log::trace!(%key, ?waited, "store lock acquired");
         }
         Event::Refreshed {
             key,
@@ -100,10 +100,10 @@ pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
             duration,
         } => log::debug!(%key, generation, rotated, ?duration, "token refreshed"),
         Event::Adopted { key, generation } => {
-            log::debug!(%key, generation, "adopted tokens refreshed by another process")
+            log::debug!(%key, generation, "adopted tokens refreshed by another process");
         }
         Event::Persisted { key, generation } => {
-            log::trace!(%key, generation, "tokens persisted")
+            log::trace!(%key, generation, "tokens persisted");
         }
         Event::PersistFailed {
             key,
@@ -112,7 +112,7 @@ pub(crate) fn emit(hook: Option<&EventHook>, event: Event) {
         } => log::warn!(%key, generation, %error, "failed to persist tokens; kept in memory"),
         Event::RefreshFailed { key, error } => log::warn!(%key, %error, "token refresh failed"),
         Event::ReauthorizationRequired { key } => {
-            log::warn!(%key, "re-authorization required")
+            log::warn!(%key, "re-authorization required");
         }
     }
     if let Some(hook) = hook {

@@ -6,50 +6,39 @@
 //! # Example
 //!
 //! ```no_run
-//! use reqwest_middleware::ClientBuilder;
-//! use reqwest_token_refresh::{
-//!     AccessToken, ClientSecret, RefreshToken, RefreshTokenGrant, TokenKey,
-//!     TokenRefreshMiddleware, TokenSet,
-//! };
+//! use reqwest_token_refresh::{FileTokenStore, RefreshTokenGrant, TokenManager};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
-//!     .client_id("my-client")
-//!     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET")?))
-//!     .build()?;
-//! let middleware = TokenRefreshMiddleware::builder(grant)
-//!     .allow_origin("https://api.example.com")
-//!     .build()?;
-//! let manager = middleware.manager().clone();
-//! let client = ClientBuilder::new(reqwest::Client::new())
-//!     .with(middleware)
+//! let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-client").build()?;
+//! let tokens = TokenManager::builder(grant)
+//!     .allow_origin("https://api.example.com")?
+//!     .store(FileTokenStore::builder("tokens.json").build()?)
 //!     .build();
-//!
-//! // Tokens obtained at login (authorization-code flow, device flow, …).
-//! let tokens = TokenSet::new(AccessToken::new("access-token"))
-//!     .with_refresh_token(RefreshToken::new("refresh-token"))
-//!     .with_expires_in(std::time::Duration::from_secs(3600));
-//! manager.set_tokens(&TokenKey::default(), tokens).await?;
-//!
-//! let response = client.get("https://api.example.com/me").send().await?;
-//! println!("{}", response.status());
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(tokens.middleware())
+//!     .build();
+//! let me = client.get("https://api.example.com/me").send().await?;
 //! # Ok(()) }
 //! ```
 //!
+//! The first token set comes from your login flow (authorization code, device flow, …):
+//! hand it over with [`TokenManager::set_tokens`], or at build time with
+//! [`TokenManagerBuilder::initial_tokens`]. From then on the manager keeps it fresh.
+//!
 //! # How refresh works
 //!
-//! - **Injection.** Requests to an [allowed origin](TokenRefreshMiddlewareBuilder::allow_origin)
+//! - **Injection.** Requests to an [allowed origin](TokenManagerBuilder::allow_origin)
 //!   get `Authorization: Bearer <token>` (marked sensitive). Other origins, and requests that
 //!   already carry an `Authorization` header, pass through untouched.
 //! - **Proactive.** A token is refreshed before it is sent when it expires within the
-//!   [leeway](TokenRefreshMiddlewareBuilder::leeway) (60 s by default, never more than half its
+//!   [leeway](TokenManagerBuilder::leeway) (60 s by default, never more than half its
 //!   lifetime). If that refresh fails for a passing reason, the still-valid token is used.
 //! - **On 401.** When the response rejects the token ([`TokenRejection`]; by default a 401 whose
 //!   Bearer challenge is `invalid_token` or carries no error, never 403), the middleware
 //!   refreshes only if the rejected token is still the current one (its *generation*), then
 //!   replays the request once. A body that cannot be cloned (a stream) gets the 401 back, and
 //!   the token is still refreshed for the next request.
-//!   A token rejected again within the [cooldown](TokenRefreshMiddlewareBuilder::rejection_cooldown)
+//!   A token rejected again within the [cooldown](TokenManagerBuilder::rejection_cooldown)
 //!   causes no further refresh: a resource server that rejects everything costs a bounded
 //!   number of token calls.
 //! - **Coalesced.** Per [`TokenKey`], one refresh at a time: concurrent callers share its
@@ -110,7 +99,21 @@
 //!   loopback hosts after an explicit `danger_allow_http_loopback()`, for tests and demos.
 //! - Access tokens from the server are checked against RFC 6750 `b64token` before they reach a
 //!   header (no header injection).
-#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Input never panics the library: no unwrap, expect, panic or unchecked indexing outside tests.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 // Without `tracing`, values bound only to be logged go unused.
 #![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 
@@ -139,6 +142,7 @@ mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod token;
+mod url_policy;
 
 pub use classify::{default_is_token_rejected, DefaultTokenRejection, TokenRejection};
 pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
@@ -148,32 +152,31 @@ pub use error::{
 };
 pub use event::Event;
 pub use grant::{
-    ClientAuth, ClientCredentialsGrant, ClientCredentialsGrantBuilder, GrantBuilder,
-    RefreshTokenGrant, RefreshTokenGrantBuilder, TokenRefresher,
+    ClientAuth, ClientCredentialsGrant, GrantBuilder, RefreshTokenGrant, TokenRefresher,
 };
 pub use key::TokenKey;
-pub use manager::TokenManager;
-pub use middleware::{TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder};
+pub use manager::{TokenManager, TokenManagerBuilder};
+pub use middleware::TokenRefreshMiddleware;
 pub use record::{EndReason, Ended, TokenRecord};
 #[cfg(feature = "retry")]
 pub use retry::{token_error_retryable, TokenRefreshRetryableStrategy};
 pub use revision::Revision;
 pub use secret::{AccessToken, ClientSecret, RefreshToken};
-#[cfg(feature = "file")]
-pub use store::FileTokenStore;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use store::SqlTokenStore;
 pub use store::{
     CallbackTokenStore, HeldLock, MemoryTokenStore, SaveOutcome, StoreError, StoreErrorKind,
     StoreLock, TokenStore,
 };
 #[cfg(feature = "encryption")]
 pub use store::{EncryptionKey, KeyRing, Opened};
+#[cfg(feature = "file")]
+pub use store::{FileTokenStore, FileTokenStoreBuilder};
 #[cfg(feature = "redis")]
 pub use store::{RedisTokenStore, RedisTokenStoreBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::{SqlTokenStore, SqlTokenStoreBuilder};
 pub use token::{TokenResponse, TokenSet};
 
 /// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "file", feature = "retry"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

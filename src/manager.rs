@@ -7,6 +7,7 @@
 //! (`runner.rs`). Callers that need a token share one run per key (`flight.rs`), so dropping a
 //! caller never cancels a rotation half-way and every waiter gets the same outcome.
 
+mod builder;
 mod flight;
 mod runner;
 mod slot;
@@ -16,20 +17,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
+use crate::classify::TokenRejection;
 use crate::error::Error;
 use crate::event::{emit, Event, EventHook};
 use crate::grant::TokenRefresher;
 use crate::key::TokenKey;
+use crate::log;
+use crate::middleware::TokenRefreshMiddleware;
+use crate::origin::AllowedOrigin;
 use crate::policy::{self, Intent, Rules};
 use crate::revision::Revision;
 use crate::store::TokenStore;
 use crate::token::TokenSet;
 
+pub use builder::TokenManagerBuilder;
 use slot::{bearer_header, KeySlot, KeyState};
 pub(crate) use slot::{ActiveToken, PublishedToken};
 
 /// Settings of a [`TokenManager`].
-#[derive(Clone)]
 pub(crate) struct ManagerConfig {
     pub(crate) leeway: std::time::Duration,
     pub(crate) rejection_cooldown: std::time::Duration,
@@ -38,6 +43,12 @@ pub(crate) struct ManagerConfig {
     pub(crate) initial: Option<(TokenKey, TokenSet)>,
     /// Whether stored records bound to no authorization server are used.
     pub(crate) accept_unbound: bool,
+    /// Where the middleware sends tokens.
+    pub(crate) origins: Arc<[AllowedOrigin]>,
+    /// How the middleware tells that a response rejected the token.
+    pub(crate) rejection: Arc<dyn TokenRejection>,
+    /// The key of requests that name none.
+    pub(crate) default_key: TokenKey,
 }
 
 /// What a run is asked to do.
@@ -74,12 +85,26 @@ struct Inner {
     initial_used: AtomicBool,
 }
 
-/// Holds every key's tokens and runs their refreshes; shared by the middleware and the
-/// application.
+/// Holds every key's tokens and runs their refreshes; the application and the
+/// [middleware](Self::middleware) share it.
 ///
-/// Get it from [`TokenRefreshMiddleware::manager`](crate::TokenRefreshMiddleware::manager) to
-/// supply tokens after a login ([`set_tokens`](Self::set_tokens)), read them, log a key out
-/// ([`clear`](Self::clear), [`revoke`](Self::revoke)). Cloning is cheap; clones share
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use reqwest_middleware::ClientBuilder;
+/// use reqwest_token_refresh::{RefreshTokenGrant, TokenManager};
+///
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-app").build()?;
+/// let tokens = TokenManager::builder(grant)
+///     .allow_origin("https://api.example.com")?
+///     .build();
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(tokens.middleware())
+///     .build();
+/// # Ok(()) }
+/// ```
+///
+/// Use it to supply tokens after a login ([`set_tokens`](Self::set_tokens)), read them, log a
+/// key out ([`clear`](Self::clear), [`revoke`](Self::revoke)). Cloning is cheap; clones share
 /// everything.
 ///
 /// Every change runs as a task on the Tokio runtime of the call that started it, and finishes
@@ -100,6 +125,31 @@ impl std::fmt::Debug for TokenManager {
 }
 
 impl TokenManager {
+    /// Starts configuring a manager that obtains tokens with `refresher` (a
+    /// [`RefreshTokenGrant`](crate::RefreshTokenGrant), a
+    /// [`ClientCredentialsGrant`](crate::ClientCredentialsGrant), or your own).
+    pub fn builder(refresher: impl TokenRefresher) -> TokenManagerBuilder {
+        TokenManagerBuilder::new(Arc::new(refresher))
+    }
+
+    /// The middleware that sends this manager's tokens to its allowed origins, for
+    /// [`ClientBuilder::with`](reqwest_middleware::ClientBuilder::with). Cheap; any number of
+    /// clients can use one manager. Without an
+    /// [allowed origin](TokenManagerBuilder::allow_origin) it sends no token anywhere (and
+    /// logs a warning).
+    pub fn middleware(&self) -> TokenRefreshMiddleware {
+        let config = &self.inner.config;
+        if config.origins.is_empty() {
+            log::warn!("token middleware without an allowed origin: it sends no token");
+        }
+        TokenRefreshMiddleware::new(
+            self.clone(),
+            Arc::clone(&config.origins),
+            Arc::clone(&config.rejection),
+            config.default_key.clone(),
+        )
+    }
+
     pub(crate) fn new(
         store: Arc<dyn TokenStore>,
         refresher: Arc<dyn TokenRefresher>,
@@ -257,15 +307,26 @@ impl Inner {
                 return usable(first);
             }
         }
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         usable(keys.get(key)?)
     }
 
     fn slot(&self, key: &TokenKey) -> Arc<KeySlot> {
-        if let Some(slot) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(slot) = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+        {
             return Arc::clone(slot);
         }
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = Arc::clone(
             keys.entry(key.clone())
                 .or_insert_with(|| Arc::new(KeySlot::new(key.clone()))),

@@ -3,7 +3,8 @@
 
 use url::{Origin, Url};
 
-use crate::grant::endpoint::has_credentials;
+use crate::error::ConfigError;
+use crate::url_policy::{self, has_credentials};
 
 /// An origin tokens may be sent to.
 pub(crate) struct AllowedOrigin {
@@ -13,7 +14,15 @@ pub(crate) struct AllowedOrigin {
 }
 
 impl AllowedOrigin {
-    pub(crate) fn new(origin: Origin) -> Self {
+    /// The origin of `url` (its path is ignored): https, or plain http to a loopback host when
+    /// allowed.
+    pub(crate) fn parse(url: &str, allow_http_loopback: bool) -> Result<Self, ConfigError> {
+        let parsed = url_policy::parse("allow_origin", url)?;
+        url_policy::check_secure("allow_origin", &parsed, allow_http_loopback)?;
+        Ok(Self::new(parsed.origin()))
+    }
+
+    fn new(origin: Origin) -> Self {
         let serialized = origin.ascii_serialization();
         Self { origin, serialized }
     }

@@ -88,7 +88,7 @@ impl From<Ended> for TokenRecord {
 ///
 /// Kept instead of deleting the key's record so that every process sharing the store, and every
 /// later run of the program, knows the key needs a new login: none of them falls back to older
-/// tokens (such as the [initial tokens](crate::TokenRefreshMiddlewareBuilder::initial_tokens)
+/// tokens (such as the [initial tokens](crate::TokenManagerBuilder::initial_tokens)
 /// it started with), whose refresh token the server has already consumed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ended {

@@ -25,8 +25,8 @@ impl Revision {
         let bytes = random_bytes::<16>();
         let mut text = String::with_capacity(32);
         for byte in bytes {
-            text.push(char::from(HEX[usize::from(byte >> 4)]));
-            text.push(char::from(HEX[usize::from(byte & 0xf)]));
+            text.push(hex_digit(byte >> 4));
+            text.push(hex_digit(byte & 0xf));
         }
         Self(Arc::from(text))
     }
@@ -55,13 +55,17 @@ impl fmt::Display for Revision {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The lowercase hex digit for `nibble` (0 to 15).
+fn hex_digit(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16).unwrap_or('0')
+}
 
 /// `N` bytes from the operating system's random generator.
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS generator only fails on platforms without one, where nothing in this crate
     // could work; a fixed value would silently break every revision and jitter.
+    #[allow(clippy::expect_used)]
     getrandom::getrandom(&mut bytes).expect("the operating system's random generator works");
     bytes
 }

@@ -8,27 +8,22 @@
 //! and injects faults, so a test of your own client reads in a few lines:
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use reqwest_middleware::ClientBuilder;
 //! use reqwest_token_refresh::test_util::{Fault, MockAuthorizationServer};
-//! use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
+//! use reqwest_token_refresh::{RefreshTokenGrant, TokenManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = MockAuthorizationServer::start(Duration::from_secs(3600)).await;
-//! let grant = RefreshTokenGrant::builder(server.token_url())
-//!     .client_id("my-client")
+//! let grant = RefreshTokenGrant::builder(server.token_url(), "my-client")
 //!     .danger_allow_http_loopback()
 //!     .build()?;
-//! let middleware = TokenRefreshMiddleware::builder(grant)
-//!     .allow_origin(server.uri())
-//!     .danger_allow_http_loopback()
-//!     .build()?;
-//! middleware
-//!     .manager()
-//!     .set_tokens(&TokenKey::default(), server.issue_expired_grant())
-//!     .await?;
-//! let client = ClientBuilder::new(reqwest::Client::new()).with(middleware).build();
+//! let tokens = TokenManager::builder(grant)
+//!     .allow_origin(&server.uri())?
+//!     .initial_tokens(server.issue_expired_grant())
+//!     .build();
+//! let client = ClientBuilder::new(reqwest::Client::new()).with(tokens.middleware()).build();
 //!
 //! server.inject(Fault::ServerError(503)); // the first refresh fails
 //! assert!(client.get(server.api_url("me")).send().await.is_err());
@@ -41,14 +36,19 @@
 //!
 //! The API answers `200 ok` under `/api/` to a current access token and `401` with
 //! `WWW-Authenticate: Bearer error="invalid_token"` to anything else.
+// Test fixtures: a broken fixture panics loudly, which is what a test wants.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod store_contract;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::{AccessToken, RefreshToken, TokenSet};
 use wiremock::matchers::{method, path, path_regex};
@@ -58,9 +58,26 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 #[derive(Default)]
 struct Family {
     current_refresh: Option<String>,
+    /// The refresh token the current one replaced, and when.
+    previous: Option<(String, Instant)>,
     consumed: HashSet<String>,
     access: HashSet<String>,
     revoked: bool,
+}
+
+/// What the server does when a consumed refresh token is presented again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReusePolicy {
+    /// Revoke the whole grant (every refresh and access token of it) and answer
+    /// `invalid_grant`: node-oidc-provider, Ory Hydra, Auth0 with reuse detection.
+    #[default]
+    RevokeGrant,
+    /// Answer `invalid_grant` and revoke nothing (Keycloak's "stale token").
+    Refuse,
+    /// Accept the refresh token just replaced for this long after its rotation (Okta's grace
+    /// period), then behave as [`RevokeGrant`](Self::RevokeGrant).
+    Grace(Duration),
 }
 
 /// A misbehaviour of the token endpoint, applied to the next token request.
@@ -85,6 +102,8 @@ struct Grant {
     issued: u64,
     families: Vec<Family>,
     refresh_calls: u64,
+    /// Every refresh token presented to the token endpoint, in order.
+    presented: Vec<String>,
     reuse_detections: u64,
     api_calls: u64,
     api_rejections: u64,
@@ -99,33 +118,82 @@ pub struct MockAuthorizationServer {
     lifetime: Duration,
 }
 
-impl MockAuthorizationServer {
-    /// Starts the server; tokens it issues live `lifetime`.
-    pub async fn start(lifetime: Duration) -> Self {
-        Self::start_with(lifetime, None, Duration::ZERO).await
+/// Configures a [`MockAuthorizationServer`]; made by [`MockAuthorizationServer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MockAuthorizationServerBuilder {
+    lifetime: Duration,
+    reuse: ReusePolicy,
+    delay: Duration,
+    expected_refresh_calls: Option<u64>,
+}
+
+impl MockAuthorizationServerBuilder {
+    /// How long the access tokens it issues live (default one hour).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
     }
 
-    /// Starts the server, with wiremock verifying on drop that the token endpoint was called
-    /// exactly `expected_refreshes` times, and delaying every token response by `delay`.
-    pub async fn start_with(
-        lifetime: Duration,
-        expected_refreshes: Option<u64>,
-        delay: Duration,
-    ) -> Self {
+    /// What a consumed refresh token presented again does (default
+    /// [`ReusePolicy::RevokeGrant`]).
+    pub fn reuse(mut self, reuse: ReusePolicy) -> Self {
+        self.reuse = reuse;
+        self
+    }
+
+    /// Delays every token response (the rotation is committed before the delay, as on a real
+    /// server whose answer is slow to arrive).
+    pub fn token_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Makes wiremock verify, when the server is dropped, that the token endpoint was called
+    /// exactly `calls` times (the test fails otherwise).
+    pub fn expect_refresh_calls(mut self, calls: u64) -> Self {
+        self.expected_refresh_calls = Some(calls);
+        self
+    }
+
+    /// Starts the server on a loopback port.
+    pub async fn start(self) -> MockAuthorizationServer {
+        MockAuthorizationServer::start_configured(self).await
+    }
+}
+
+impl MockAuthorizationServer {
+    /// Starts a server with the default settings, issuing access tokens that live `lifetime`.
+    pub async fn start(lifetime: Duration) -> Self {
+        Self::builder().token_lifetime(lifetime).start().await
+    }
+
+    /// Starts configuring a server.
+    pub fn builder() -> MockAuthorizationServerBuilder {
+        MockAuthorizationServerBuilder {
+            lifetime: Duration::from_secs(3600),
+            reuse: ReusePolicy::default(),
+            delay: Duration::ZERO,
+            expected_refresh_calls: None,
+        }
+    }
+
+    async fn start_configured(config: MockAuthorizationServerBuilder) -> Self {
         let server = Arc::new(MockServer::start().await);
         let this = Self {
             server,
             grant: Arc::default(),
-            lifetime,
+            lifetime: config.lifetime,
         };
         let mut token = Mock::given(method("POST"))
             .and(path("/token"))
             .respond_with(TokenEndpoint {
                 grant: Arc::clone(&this.grant),
-                lifetime,
-                delay,
+                lifetime: config.lifetime,
+                delay: config.delay,
+                reuse: config.reuse,
             });
-        if let Some(expected) = expected_refreshes {
+        if let Some(expected) = config.expected_refresh_calls {
             token = token.expect(expected);
         }
         this.server.register(token).await;
@@ -214,9 +282,28 @@ impl MockAuthorizationServer {
         self.grant.lock().unwrap().refresh_calls
     }
 
-    /// Times a consumed refresh token came back (each revoked a grant).
+    /// Times a consumed refresh token came back to a grant not yet revoked (under
+    /// [`ReusePolicy::RevokeGrant`], each revoked it).
     pub fn reuse_detections(&self) -> u64 {
         self.grant.lock().unwrap().reuse_detections
+    }
+
+    /// Every refresh token presented to the token endpoint, in order.
+    pub fn presented_refresh_tokens(&self) -> Vec<String> {
+        self.grant.lock().unwrap().presented.clone()
+    }
+
+    /// Panics unless every refresh token was presented at most once and no reuse was
+    /// detected: the promise this crate makes, checked from the server's side.
+    pub fn assert_no_refresh_token_reused(&self) {
+        let presented = self.presented_refresh_tokens();
+        let unique: HashSet<&String> = presented.iter().collect();
+        assert_eq!(
+            unique.len(),
+            presented.len(),
+            "a refresh token was presented twice: {presented:?}"
+        );
+        assert_eq!(self.reuse_detections(), 0, "reuse detected");
     }
 
     /// Requests the protected API received.
@@ -251,7 +338,8 @@ impl Grant {
         let family = &mut self.families[family];
         family.access.insert(access.clone());
         if let Some(old) = family.current_refresh.replace(refresh.clone()) {
-            family.consumed.insert(old);
+            family.consumed.insert(old.clone());
+            family.previous = Some((old, Instant::now()));
         }
         (access, refresh)
     }
@@ -272,6 +360,7 @@ impl Grant {
 impl Family {
     fn revoke(&mut self) {
         self.revoked = true;
+        self.previous = None;
         self.access.clear();
         if let Some(current) = self.current_refresh.take() {
             self.consumed.insert(current);
@@ -286,6 +375,7 @@ struct TokenEndpoint {
     grant: Arc<Mutex<Grant>>,
     lifetime: Duration,
     delay: Duration,
+    reuse: ReusePolicy,
 }
 
 impl Respond for TokenEndpoint {
@@ -311,9 +401,17 @@ impl Respond for TokenEndpoint {
             None => {}
         }
         let presented = field("refresh_token").unwrap_or_default();
+        grant.presented.push(presented.clone());
         let family = grant.family_of(&presented);
         let current = family.is_some_and(|f| {
-            grant.families[f].current_refresh.as_deref() == Some(presented.as_str())
+            let family = &grant.families[f];
+            let in_grace = match (self.reuse, &family.previous) {
+                (ReusePolicy::Grace(window), Some((previous, at))) => {
+                    *previous == presented && at.elapsed() < window
+                }
+                _ => false,
+            };
+            family.current_refresh.as_deref() == Some(presented.as_str()) || in_grace
         });
         let response = if field("grant_type").as_deref() != Some("refresh_token") {
             oauth_error("unsupported_grant_type")
@@ -330,10 +428,12 @@ impl Respond for TokenEndpoint {
         } else {
             if let Some(family) = family {
                 if !grant.families[family].revoked {
-                    // Reuse of a consumed refresh token: revoke the whole grant.
                     grant.reuse_detections += 1;
                 }
-                grant.families[family].revoke();
+                if self.reuse != ReusePolicy::Refuse {
+                    // Reuse of a consumed refresh token: revoke the whole grant.
+                    grant.families[family].revoke();
+                }
             }
             oauth_error("invalid_grant")
         };

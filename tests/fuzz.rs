@@ -299,7 +299,7 @@ mod file {
             std::fs::write(&path, &bytes).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let loaded = runtime.block_on(FileTokenStore::new(&path).load(&TokenKey::default()));
+            let loaded = runtime.block_on(FileTokenStore::builder(&path).build().unwrap().load(&TokenKey::default()));
             let _ = std::fs::remove_dir_all(&dir);
             match loaded {
                 Ok(_) => {}

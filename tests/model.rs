@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::executor::block_on;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use reqwest_token_refresh::__fuzz::{
     self, after_call, after_invalid_grant, decide, ended, next_generation, renewed, Call,
     CallAnswer, Facts, Intent, Rules, Step, Unsaved,
@@ -861,7 +861,7 @@ fn the_policy_keeps_its_promises_under_any_interleaving() {
 /// again. The check must find such a schedule, or it proves nothing.
 #[test]
 fn a_runner_that_forgets_unsaved_rotations_is_caught() {
-    let mut runner = TestRunner::new(config(20_000));
+    let mut runner = negative_control_runner();
     let bugs = Bugs {
         forget_unsaved_tokens: true,
         ..Bugs::default()
@@ -871,12 +871,22 @@ fn a_runner_that_forgets_unsaved_rotations_is_caught() {
     assert!(failure.to_string().contains("sent"), "{failure}");
 }
 
+/// The negative controls search with a fixed seed: a random one finds these bugs in most runs
+/// but not all, and a control that sometimes fails proves nothing either way. The seed is
+/// arbitrary; the assertion is that the check catches the bug within the budget.
+fn negative_control_runner() -> TestRunner {
+    TestRunner::new_with_rng(
+        config(20_000),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
+}
+
 /// The second negative control: a store that forgets a key once its grant ended (a delete on
 /// logout, as this crate once did) lets a restarted process seed its initial tokens again,
 /// whose refresh token was consumed long ago.
 #[test]
 fn a_store_that_forgets_ended_grants_is_caught() {
-    let mut runner = TestRunner::new(config(20_000));
+    let mut runner = negative_control_runner();
     let bugs = Bugs {
         forget_ended_grants: true,
         ..Bugs::default()

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use reqwest_token_refresh::{RefreshTokenGrant, TokenRefreshMiddleware};
+use reqwest_token_refresh::{RefreshTokenGrant, TokenManager, TokenRefreshMiddleware};
 
 /// The origin the stubbed requests go to (never contacted).
 pub const ORIGIN: &str = "http://127.0.0.1:9";
@@ -25,18 +25,16 @@ impl Middleware for Respond200 {
     }
 }
 
-/// A middleware for [`ORIGIN`] whose token endpoint is never reached while tokens are valid.
-pub fn middleware() -> TokenRefreshMiddleware {
-    let grant = RefreshTokenGrant::builder(format!("{ORIGIN}/token"))
-        .client_id("bench")
+/// A manager for [`ORIGIN`] whose token endpoint is never reached while tokens are valid.
+pub fn manager() -> TokenManager {
+    let grant = RefreshTokenGrant::builder(format!("{ORIGIN}/token"), "bench")
         .danger_allow_http_loopback()
         .build()
         .expect("grant");
-    TokenRefreshMiddleware::builder(grant)
+    TokenManager::builder(grant)
         .allow_origin(ORIGIN)
-        .danger_allow_http_loopback()
+        .expect("valid origin")
         .build()
-        .expect("middleware")
 }
 
 /// The stub chain alone, and the stub chain behind `middleware`.

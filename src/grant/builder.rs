@@ -3,18 +3,23 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::client::OAuthClient;
-use super::endpoint::{redact_userinfo, ClientAuth, EndpointSettings};
+use super::client::{ClientAuth, OAuthClient};
+use super::endpoint::EndpointSettings;
 use crate::error::ConfigError;
 use crate::secret::ClientSecret;
+use crate::url_policy::redact_userinfo;
 
-/// Configures a built-in grant ([`RefreshTokenGrant`](crate::RefreshTokenGrant) or
-/// [`ClientCredentialsGrant`](crate::ClientCredentialsGrant)); `G` is the grant it builds.
+/// Configures a built-in grant: [`RefreshTokenGrant::builder`](crate::RefreshTokenGrant::builder)
+/// or [`ClientCredentialsGrant::builder`](crate::ClientCredentialsGrant::builder); `G` is the
+/// grant it builds.
+///
+/// Every setter is infallible; [`build`](Self::build) checks the URLs and the client
+/// authentication, and its errors name the setting.
 #[must_use]
 pub struct GrantBuilder<G> {
     token_endpoint: String,
     revocation_endpoint: Option<String>,
-    client_id: Option<String>,
+    client_id: String,
     client_secret: Option<ClientSecret>,
     auth: Option<ClientAuth>,
     pub(super) scope: Option<String>,
@@ -35,23 +40,17 @@ impl<G> std::fmt::Debug for GrantBuilder<G> {
 }
 
 impl<G> GrantBuilder<G> {
-    pub(super) fn new(token_endpoint: String) -> Self {
+    pub(super) fn new(token_endpoint: String, client_id: String) -> Self {
         Self {
             token_endpoint,
             revocation_endpoint: None,
-            client_id: None,
+            client_id,
             client_secret: None,
             auth: None,
             scope: None,
             settings: EndpointSettings::default(),
             grant: PhantomData,
         }
-    }
-
-    /// The client id (required).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
-        self
     }
 
     /// The client secret of a confidential client. Sent with HTTP Basic unless
@@ -100,26 +99,47 @@ impl<G> GrantBuilder<G> {
         self
     }
 
-    /// Allows plain `http` endpoints on a loopback host (`127.0.0.1`, `[::1]`, `localhost`),
-    /// for tests and demos. Never use it in production: tokens would travel unencrypted.
+    /// The HTTP client to reach the authorization server with: a proxy, your own root
+    /// certificates, a client certificate (mTLS), your own DNS resolver. Give the builder, not
+    /// a built client: the grant still turns redirects off on it (a 307 would re-post the
+    /// refresh token and client secret to wherever it points), sets its timeouts and TLS 1.2 as
+    /// the minimum, so those settings of yours are replaced.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use reqwest_token_refresh::RefreshTokenGrant;
+    ///
+    /// let http = reqwest::Client::builder().proxy(reqwest::Proxy::https("http://proxy.corp:3128")?);
+    /// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-client")
+    ///     .http_client(http)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
+        self.settings.http = Some(builder);
+        self
+    }
+
+    /// Allows plain `http` on loopback hosts (`127.0.0.1`, `[::1]`, `localhost`), for tests
+    /// and demos: for the grant's endpoints, and for the origins of the
+    /// [`TokenManager`](crate::TokenManager) built on it. Never in production: tokens would
+    /// travel unencrypted.
     pub fn danger_allow_http_loopback(mut self) -> Self {
         self.settings.allow_http_loopback = true;
         self
     }
 
-    /// Checks the shared settings and builds the client.
-    pub(super) fn client(&self) -> Result<OAuthClient, ConfigError> {
-        let token_endpoint = self.settings.endpoint_url(&self.token_endpoint)?;
+    /// Checks the settings and builds the client; returns it with the scope.
+    pub(super) fn client(mut self) -> Result<(OAuthClient, Option<String>), ConfigError> {
+        let token_endpoint = self
+            .settings
+            .endpoint_url("token_endpoint", &self.token_endpoint)?;
         let revocation_endpoint = self
             .revocation_endpoint
             .as_deref()
-            .map(|url| self.settings.endpoint_url(url))
+            .map(|url| self.settings.endpoint_url("revocation_endpoint", url))
             .transpose()?;
-        let client_id = self
-            .client_id
-            .clone()
-            .ok_or(ConfigError::Missing("client_id"))?;
-        if client_id.is_empty() {
+        if self.client_id.is_empty() {
             return Err(ConfigError::EmptyClientId);
         }
         let auth = match (self.auth, &self.client_secret) {
@@ -130,14 +150,19 @@ impl<G> GrantBuilder<G> {
         if auth != ClientAuth::None && self.client_secret.is_none() {
             return Err(ConfigError::Missing("client_secret"));
         }
-        Ok(OAuthClient {
+        let allow_http_loopback = self.settings.allow_http_loopback;
+        let max_response_bytes = self.settings.max_response_bytes;
+        let http = self.settings.client()?;
+        let client = OAuthClient {
             token_endpoint,
             revocation_endpoint,
-            client_id,
-            client_secret: self.client_secret.clone(),
+            client_id: self.client_id,
+            client_secret: self.client_secret,
             auth,
-            max_response_bytes: self.settings.max_response_bytes,
-            http: self.settings.client()?,
-        })
+            max_response_bytes,
+            http,
+            allow_http_loopback,
+        };
+        Ok((client, self.scope))
     }
 }

@@ -4,12 +4,26 @@
 use reqwest::Url;
 use url::form_urlencoded;
 
-use super::endpoint::{self, ClientAuth};
+use super::endpoint;
 use super::response;
 use crate::error::{Error, TransientError};
 use crate::key::TokenKey;
 use crate::secret::ClientSecret;
 use crate::token::TokenResponse;
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    /// The default when a secret is configured (RFC 8414 §2).
+    #[default]
+    ClientSecretBasic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: `client_id` in the body, no secret.
+    None,
+}
 
 /// A configured OAuth client of one authorization server.
 pub(crate) struct OAuthClient {
@@ -20,6 +34,8 @@ pub(crate) struct OAuthClient {
     pub(crate) auth: ClientAuth,
     pub(crate) max_response_bytes: usize,
     pub(crate) http: reqwest::Client,
+    /// Plain http to loopback hosts was allowed (tests and demos).
+    pub(crate) allow_http_loopback: bool,
 }
 
 impl OAuthClient {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use reqwest::Url;
 
-use super::builder::GrantBuilder;
 use super::client::OAuthClient;
+use super::GrantBuilder;
 use super::TokenRefresher;
 use crate::error::{ConfigError, Error};
 use crate::key::TokenKey;
@@ -17,16 +17,16 @@ use crate::token::{TokenResponse, TokenSet};
 /// expires and after a 401, coalesced exactly like refreshes.
 ///
 /// ```
-/// use reqwest_token_refresh::{ClientCredentialsGrant, ClientSecret, TokenRefreshMiddleware};
+/// use reqwest_token_refresh::{ClientCredentialsGrant, ClientSecret, TokenManager};
 ///
-/// let grant = ClientCredentialsGrant::builder("https://auth.example.com/oauth/token")
-///     .client_id("billing-service")
+/// let grant = ClientCredentialsGrant::builder("https://auth.example.com/oauth/token", "billing")
 ///     .client_secret(ClientSecret::new("from-your-secret-store"))
 ///     .scope("invoices:read")
 ///     .build()?;
-/// let middleware = TokenRefreshMiddleware::builder(grant)
-///     .allow_origin("https://api.example.com")
-///     .build()?;
+/// let tokens = TokenManager::builder(grant)
+///     .allow_origin("https://api.example.com")?
+///     .build();
+/// let middleware = tokens.middleware();
 /// # Ok::<_, reqwest_token_refresh::ConfigError>(())
 /// ```
 pub struct ClientCredentialsGrant {
@@ -34,13 +34,14 @@ pub struct ClientCredentialsGrant {
     scope: Option<String>,
 }
 
-/// Configures a [`ClientCredentialsGrant`].
-pub type ClientCredentialsGrantBuilder = GrantBuilder<ClientCredentialsGrant>;
-
 impl ClientCredentialsGrant {
-    /// Starts configuring a grant for the given token endpoint URL.
-    pub fn builder(token_endpoint: impl Into<String>) -> ClientCredentialsGrantBuilder {
-        GrantBuilder::new(token_endpoint.into())
+    /// Starts configuring a grant of the client `client_id` at the token endpoint
+    /// `token_endpoint`.
+    pub fn builder(
+        token_endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> GrantBuilder<ClientCredentialsGrant> {
+        GrantBuilder::new(token_endpoint.into(), client_id.into())
     }
 
     /// The token endpoint this grant posts to.
@@ -53,14 +54,11 @@ impl GrantBuilder<ClientCredentialsGrant> {
     /// Checks the configuration and builds the grant. A client secret is required: RFC 6749
     /// §4.4 is for confidential clients.
     pub fn build(self) -> Result<ClientCredentialsGrant, ConfigError> {
-        let client = self.client()?;
+        let (client, scope) = self.client()?;
         if client.client_secret.is_none() {
             return Err(ConfigError::Missing("client_secret"));
         }
-        Ok(ClientCredentialsGrant {
-            client,
-            scope: self.scope,
-        })
+        Ok(ClientCredentialsGrant { client, scope })
     }
 }
 
@@ -77,6 +75,10 @@ impl std::fmt::Debug for ClientCredentialsGrant {
 impl TokenRefresher for ClientCredentialsGrant {
     fn issuer_binding(&self) -> Option<String> {
         Some(self.client.binding())
+    }
+
+    fn allows_http_loopback(&self) -> bool {
+        self.client.allow_http_loopback
     }
 
     async fn refresh(

@@ -10,9 +10,9 @@ pub(crate) mod response;
 use async_trait::async_trait;
 
 pub use builder::GrantBuilder;
-pub use client_credentials::{ClientCredentialsGrant, ClientCredentialsGrantBuilder};
-pub use endpoint::ClientAuth;
-pub use refresh_token::{RefreshTokenGrant, RefreshTokenGrantBuilder};
+pub use client::ClientAuth;
+pub use client_credentials::ClientCredentialsGrant;
+pub use refresh_token::RefreshTokenGrant;
 
 use crate::error::Error;
 use crate::key::TokenKey;
@@ -40,6 +40,13 @@ pub trait TokenRefresher: Send + Sync + 'static {
     /// stored set is accepted).
     fn issuer_binding(&self) -> Option<String> {
         None
+    }
+
+    /// Whether plain `http` to loopback hosts was allowed for this refresher (tests and demos);
+    /// the [`TokenManager`](crate::TokenManager) built on it then allows such origins too.
+    /// Default: `false`.
+    fn allows_http_loopback(&self) -> bool {
+        false
     }
 
     /// Whether [`refresh`](Self::refresh) can obtain tokens for a key that has none (client

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use reqwest::Url;
 
-use super::builder::GrantBuilder;
 use super::client::OAuthClient;
+use super::GrantBuilder;
 use super::TokenRefresher;
 use crate::error::{ConfigError, Error, ReauthorizationReason};
 use crate::key::TokenKey;
@@ -15,8 +15,7 @@ use crate::token::{TokenResponse, TokenSet};
 /// ```
 /// use reqwest_token_refresh::{ClientSecret, RefreshTokenGrant};
 ///
-/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
-///     .client_id("my-client")
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-client")
 ///     .client_secret(ClientSecret::new("from-your-secret-store"))
 ///     .revocation_endpoint("https://auth.example.com/oauth/revoke")
 ///     .build()?;
@@ -32,13 +31,14 @@ pub struct RefreshTokenGrant {
     scope: Option<String>,
 }
 
-/// Configures a [`RefreshTokenGrant`].
-pub type RefreshTokenGrantBuilder = GrantBuilder<RefreshTokenGrant>;
-
 impl RefreshTokenGrant {
-    /// Starts configuring a grant for the given token endpoint URL.
-    pub fn builder(token_endpoint: impl Into<String>) -> RefreshTokenGrantBuilder {
-        GrantBuilder::new(token_endpoint.into())
+    /// Starts configuring a grant of the client `client_id` at the token endpoint
+    /// `token_endpoint`.
+    pub fn builder(
+        token_endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> GrantBuilder<RefreshTokenGrant> {
+        GrantBuilder::new(token_endpoint.into(), client_id.into())
     }
 
     /// The token endpoint this grant posts to.
@@ -61,10 +61,8 @@ impl RefreshTokenGrant {
 impl GrantBuilder<RefreshTokenGrant> {
     /// Checks the configuration and builds the grant.
     pub fn build(self) -> Result<RefreshTokenGrant, ConfigError> {
-        Ok(RefreshTokenGrant {
-            client: self.client()?,
-            scope: self.scope,
-        })
+        let (client, scope) = self.client()?;
+        Ok(RefreshTokenGrant { client, scope })
     }
 }
 
@@ -81,6 +79,10 @@ impl std::fmt::Debug for RefreshTokenGrant {
 impl TokenRefresher for RefreshTokenGrant {
     fn issuer_binding(&self) -> Option<String> {
         Some(self.client.binding())
+    }
+
+    fn allows_http_loopback(&self) -> bool {
+        self.client.allow_http_loopback
     }
 
     async fn refresh(
@@ -129,8 +131,7 @@ mod tests {
 
     #[test]
     fn r8_basic_credentials_form_encode_each_part_first() {
-        let grant = RefreshTokenGrant::builder("https://auth.example.com/token")
-            .client_id("id:1")
+        let grant = RefreshTokenGrant::builder("https://auth.example.com/token", "id:1")
             .client_secret(ClientSecret::new("s e/c+r%t"))
             .build()
             .unwrap();
@@ -160,33 +161,35 @@ mod tests {
 
     #[test]
     fn r48_a_plain_http_endpoint_is_a_configuration_error() {
-        let error = RefreshTokenGrant::builder("http://auth.example.com/token")
-            .client_id("c")
+        let error = RefreshTokenGrant::builder("http://auth.example.com/token", "c")
             .build()
             .unwrap_err();
-        assert!(matches!(error, ConfigError::InsecureUrl(_)));
-        let error = RefreshTokenGrant::builder("http://auth.example.com/token")
-            .client_id("c")
+        assert!(matches!(
+            error,
+            ConfigError::InsecureUrl {
+                setting: "token_endpoint",
+                ..
+            }
+        ));
+        let error = RefreshTokenGrant::builder("http://auth.example.com/token", "c")
             .danger_allow_http_loopback()
             .build()
             .unwrap_err();
-        assert!(matches!(error, ConfigError::InsecureUrl(_)));
-        assert!(RefreshTokenGrant::builder("http://127.0.0.1:9/token")
-            .client_id("c")
+        assert!(matches!(error, ConfigError::InsecureUrl { .. }));
+        let grant = RefreshTokenGrant::builder("http://127.0.0.1:9/token", "c")
             .danger_allow_http_loopback()
             .build()
-            .is_ok());
+            .unwrap();
+        assert!(grant.allows_http_loopback());
     }
 
     #[test]
     fn r3_a_fragment_is_refused_and_a_query_kept() {
-        let error = RefreshTokenGrant::builder("https://auth.example.com/token#x")
-            .client_id("c")
+        let error = RefreshTokenGrant::builder("https://auth.example.com/token#x", "c")
             .build()
             .unwrap_err();
-        assert!(matches!(error, ConfigError::FragmentInTokenEndpoint(_)));
-        let grant = RefreshTokenGrant::builder("https://auth.example.com/token?tenant=a")
-            .client_id("c")
+        assert!(matches!(error, ConfigError::FragmentInUrl { .. }));
+        let grant = RefreshTokenGrant::builder("https://auth.example.com/token?tenant=a", "c")
             .build()
             .unwrap();
         assert_eq!(grant.token_endpoint().query(), Some("tenant=a"));
@@ -194,18 +197,20 @@ mod tests {
 
     #[test]
     fn secret_auth_without_a_secret_is_a_configuration_error() {
-        let error = RefreshTokenGrant::builder("https://auth.example.com/token")
-            .client_id("c")
+        let error = RefreshTokenGrant::builder("https://auth.example.com/token", "c")
             .client_auth(ClientAuth::ClientSecretPost)
             .build()
             .unwrap_err();
         assert_eq!(error, ConfigError::Missing("client_secret"));
+        let error = RefreshTokenGrant::builder("https://auth.example.com/token", "")
+            .build()
+            .unwrap_err();
+        assert_eq!(error, ConfigError::EmptyClientId);
     }
 
     #[test]
     fn debug_hides_the_client_secret() {
-        let grant = RefreshTokenGrant::builder("https://auth.example.com/token")
-            .client_id("c")
+        let grant = RefreshTokenGrant::builder("https://auth.example.com/token", "c")
             .client_secret(ClientSecret::new("canary-secret"))
             .build()
             .unwrap();

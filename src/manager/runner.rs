@@ -11,7 +11,6 @@ use super::{Inner, Order};
 use crate::backoff::{random_jitter, Backoff};
 use crate::error::{Error, TransientError};
 use crate::event::Event;
-use crate::grant::endpoint::redact_userinfo;
 use crate::key::TokenKey;
 use crate::log;
 use crate::policy::{self, Answer, Call, Facts, Intent, Refusal, Step, Unsaved};
@@ -19,6 +18,7 @@ use crate::record::{EndReason, Ended, TokenRecord};
 use crate::secret::RefreshToken;
 use crate::store::{SaveOutcome, StoreError, StoreErrorKind, StoreLock};
 use crate::token::TokenSet;
+use crate::url_policy::redact_userinfo;
 
 /// More steps than any path takes (reload, re-save, adopt, refresh, save, use): reaching it
 /// means the store kept changing under the lock.
@@ -137,13 +137,13 @@ impl Inner {
                 }
                 Step::End(reason) => {
                     self.end(writer, &mut run, held.as_ref(), reason, None)
-                        .await
+                        .await;
                 }
             }
         }
         log::warn!(%key, "the store kept changing while locked; giving up this run");
         Err(Error::Store(StoreError::new(
-            StoreErrorKind::Other,
+            StoreErrorKind::Conflict,
             format!("the record of `{key}` kept changing while locked (a lost lock?); try again"),
         )))
     }
@@ -265,7 +265,7 @@ impl Inner {
                 match self.store.load(&key).await {
                     Ok(stored) => run.stored = stored,
                     Err(load) => {
-                        log::warn!(%key, error = %load, "cannot re-read the store after invalid_grant")
+                        log::warn!(%key, error = %load, "cannot re-read the store after invalid_grant");
                     }
                 }
                 let held = writer.held();

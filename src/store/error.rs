@@ -16,6 +16,9 @@ pub enum StoreErrorKind {
     LockTimeout,
     /// The backend is missing something it needs (schema, directory, key).
     Misconfigured,
+    /// The stored record kept changing while this process held the lock (another writer
+    /// ignored the lock, or the lock was lost); nothing was overwritten. Retrying may succeed.
+    Conflict,
     /// Anything else.
     Other,
 }
@@ -57,7 +60,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.kind,
-            StoreErrorKind::Unavailable | StoreErrorKind::LockTimeout
+            StoreErrorKind::Unavailable | StoreErrorKind::LockTimeout | StoreErrorKind::Conflict
         )
     }
 }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::{HeldLock, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::backoff::Backoff;
+use crate::error::ConfigError;
 use crate::key::TokenKey;
 use crate::record::TokenRecord;
 use crate::revision::Revision;
@@ -43,18 +44,17 @@ const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX)
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use reqwest_token_refresh::{FileTokenStore, RefreshTokenGrant, TokenRefreshMiddleware};
+/// use reqwest_token_refresh::{FileTokenStore, RefreshTokenGrant, TokenManager};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
-///     .client_id("my-cli")
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-cli").build()?;
+/// let store = FileTokenStore::builder("/home/me/.config/my-cli/tokens.json")
+///     .lock_timeout(Duration::from_secs(10))
 ///     .build()?;
-/// let store = FileTokenStore::new("/home/me/.config/my-cli/tokens.json")
-///     .lock_timeout(Duration::from_secs(10));
-/// let middleware = TokenRefreshMiddleware::builder(grant)
-///     .allow_origin("https://api.example.com")
+/// let tokens = TokenManager::builder(grant)
+///     .allow_origin("https://api.example.com")?
 ///     .store(store)
-///     .build()?;
+///     .build();
 /// # Ok(()) }
 /// ```
 ///
@@ -80,7 +80,7 @@ const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX)
 ///   group or others may read or write, that is a symbolic link, or that another user owns, and
 ///   a directory that group or others can write to (unless it has the sticky bit, like `/tmp`),
 ///   are refused ([`StoreErrorKind::Refused`]; the message says how to fix it;
-///   [`danger_skip_ownership_checks`](Self::danger_skip_ownership_checks) accepts the last two).
+///   [`danger_skip_ownership_checks`](FileTokenStoreBuilder::danger_skip_ownership_checks) accepts the last two).
 /// - **Crash-safe.** Every write goes to a new temp file in the same directory
 ///   (`.<name>.tmp-<pid>-<n>`), which is fsynced and renamed over the file, then the directory
 ///   is fsynced. A crash leaves the old or the new document, never a torn one. Temp files are
@@ -99,12 +99,12 @@ const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX)
 /// lock when its holder dies. If the lock file is removed or replaced while held, the holder
 /// notices (it checks that the path still names the file it locked, after locking and before
 /// every token call) and calls nothing. Waiting is bounded by
-/// [`lock_timeout`](Self::lock_timeout) (default 30 s; then [`StoreErrorKind::LockTimeout`]).
+/// [`lock_timeout`](FileTokenStoreBuilder::lock_timeout) (default 30 s; then [`StoreErrorKind::LockTimeout`]).
 ///
 /// The lock covers the whole file, so it serializes the refreshes of every key in it. Within one
 /// process, tasks locking the same store queue on an async mutex in front of the file lock (two
 /// `flock`s of one process on different descriptors would otherwise contend like two processes).
-/// Share one store per file within a process ([`shared_store`]); separate instances on one file
+/// Share one store per file within a process (pass an `Arc` of it to each [`store`]); separate instances on one file
 /// are still safe, they just poll each other's file lock.
 ///
 /// [`save`](TokenStore::save) compares revisions and writes without taking the lock itself
@@ -113,12 +113,21 @@ const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX)
 ///
 /// Unix only. Errors and `Debug` output name the file, never a token.
 ///
-/// [`shared_store`]: crate::TokenRefreshMiddlewareBuilder::shared_store
+/// [`store`]: crate::TokenManagerBuilder::store
 pub struct FileTokenStore {
     path: PathBuf,
-    paths: Result<Arc<Paths>, StoreError>,
+    paths: Arc<Paths>,
     lock_timeout: Duration,
     in_process: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Configures a [`FileTokenStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct FileTokenStoreBuilder {
+    path: PathBuf,
+    lock_timeout: Duration,
+    check_owners: bool,
 }
 
 /// The files a store uses, derived from the token file's path.
@@ -133,15 +142,10 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(file: &Path) -> Result<Self, StoreError> {
-        let name = file.file_name().ok_or_else(|| {
-            StoreError::new(
-                StoreErrorKind::Misconfigured,
-                format!(
-                    "token file path {} does not end in a file name",
-                    file.display()
-                ),
-            )
+    fn new(file: &Path) -> Result<Self, ConfigError> {
+        let name = file.file_name().ok_or_else(|| ConfigError::Store {
+            setting: "token file path",
+            reason: format!("{} does not end in a file name", file.display()),
         })?;
         let dir = match file.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -190,8 +194,7 @@ impl Paths {
 
     /// Refuses a file owned by another user than this process's: it could have been planted.
     fn check_owner(&self, path: &Path, metadata: &fs::Metadata) -> Result<(), StoreError> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if !self.check_owners || metadata.uid() == euid {
             return Ok(());
         }
@@ -209,38 +212,37 @@ impl Paths {
 }
 
 impl FileTokenStore {
-    /// A store keeping its tokens in the file at `path` (created on the first save).
-    ///
-    /// Nothing is touched until the store is used; a path without a file name makes every
-    /// operation fail with [`StoreErrorKind::Misconfigured`].
+    /// Starts configuring a store keeping its tokens in the file at `path` (created, with its
+    /// directory, on the first save).
     ///
     /// ```
     /// use reqwest_token_refresh::FileTokenStore;
     ///
-    /// let store = FileTokenStore::new("tokens.json");
+    /// let store = FileTokenStore::builder("tokens.json").build()?;
     /// assert_eq!(store.path(), std::path::Path::new("tokens.json"));
+    /// # Ok::<_, reqwest_token_refresh::ConfigError>(())
     /// ```
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        let paths = Paths::new(&path).map(Arc::new);
-        Self {
-            path,
-            paths,
+    pub fn builder(path: impl Into<PathBuf>) -> FileTokenStoreBuilder {
+        FileTokenStoreBuilder {
+            path: path.into(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            in_process: Arc::default(),
+            check_owners: true,
         }
     }
 
+    /// The token file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn paths(&self) -> Arc<Paths> {
+        Arc::clone(&self.paths)
+    }
+}
+
+impl FileTokenStoreBuilder {
     /// How long [`lock`](TokenStore::lock) waits for other holders before failing with
     /// [`StoreErrorKind::LockTimeout`] (default 30 s).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use reqwest_token_refresh::FileTokenStore;
-    ///
-    /// let store = FileTokenStore::new("tokens.json").lock_timeout(Duration::from_secs(5));
-    /// ```
-    #[must_use]
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self
@@ -250,30 +252,22 @@ impl FileTokenStore {
     /// Both are refused by default ([`StoreErrorKind::Refused`]), since either lets another
     /// user plant or swap the tokens; use this only for a deployment that needs it (a file
     /// provisioned by another account) and whose directory you trust.
-    ///
-    /// ```
-    /// use reqwest_token_refresh::FileTokenStore;
-    ///
-    /// let store = FileTokenStore::new("/srv/shared/tokens.json").danger_skip_ownership_checks();
-    /// ```
-    #[must_use]
     pub fn danger_skip_ownership_checks(mut self) -> Self {
-        self.paths = self.paths.map(|paths| {
-            Arc::new(Paths {
-                check_owners: false,
-                ..(*paths).clone()
-            })
-        });
+        self.check_owners = false;
         self
     }
 
-    /// The token file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn paths(&self) -> Result<Arc<Paths>, StoreError> {
-        self.paths.clone()
+    /// Checks the path (it must end in a file name) and builds the store. Nothing is touched
+    /// on disk until the store is used.
+    pub fn build(self) -> Result<FileTokenStore, ConfigError> {
+        let mut paths = Paths::new(&self.path)?;
+        paths.check_owners = self.check_owners;
+        Ok(FileTokenStore {
+            path: self.path,
+            paths: Arc::new(paths),
+            lock_timeout: self.lock_timeout,
+            in_process: Arc::default(),
+        })
     }
 }
 
@@ -289,7 +283,7 @@ impl std::fmt::Debug for FileTokenStore {
 #[async_trait]
 impl TokenStore for FileTokenStore {
     async fn load(&self, key: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
-        let paths = self.paths()?;
+        let paths = self.paths();
         let key = key.clone();
         blocking(move || {
             Ok(
@@ -306,7 +300,7 @@ impl TokenStore for FileTokenStore {
         record: &TokenRecord,
         expected: Option<&Revision>,
     ) -> Result<SaveOutcome, StoreError> {
-        let paths = self.paths()?;
+        let paths = self.paths();
         let key = key.clone();
         let record = record.clone();
         let expected = expected.cloned();
@@ -327,7 +321,7 @@ impl TokenStore for FileTokenStore {
     }
 
     async fn lock(&self, _key: &TokenKey) -> Result<StoreLock, StoreError> {
-        let paths = self.paths()?;
+        let paths = self.paths();
         let deadline = Instant::now() + self.lock_timeout;
         let timed_out = || {
             StoreError::new(
@@ -694,7 +688,7 @@ mod tests {
     #[tokio::test]
     async fn several_keys_share_one_versioned_document() {
         let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let (a, b) = (TokenKey::new("alice"), TokenKey::new("bob"));
         assert_eq!(
             store.save(&a, &tokens(1), None).await.unwrap(),
@@ -723,7 +717,7 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o600)).unwrap();
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let key = TokenKey::default();
         let old = store.load(&key).await.unwrap().unwrap();
         assert_eq!(old.revision().as_str(), "legacy-3");
@@ -741,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn d6_files_are_private_and_no_temp_file_remains() {
         let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let key = TokenKey::default();
         let _lock = store.lock(&key).await.unwrap();
         let _ = store.save(&key, &tokens(1), None).await.unwrap();
@@ -757,7 +751,7 @@ mod tests {
     #[tokio::test]
     async fn leftover_temp_files_are_never_loaded_and_removed_by_the_next_lock() {
         let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let key = TokenKey::default();
         let first = tokens(1);
         let _ = store.save(&key, &first, None).await.unwrap();
@@ -783,7 +777,7 @@ mod tests {
             let dir = TempDir::new();
             fs::write(dir.file(), bytes).unwrap();
             fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o600)).unwrap();
-            let store = FileTokenStore::new(dir.file());
+            let store = FileTokenStore::builder(dir.file()).build().unwrap();
             let key = TokenKey::default();
             let error = store.load(&key).await.unwrap_err();
             assert_eq!(error.kind(), StoreErrorKind::Corrupt, "{error}");
@@ -798,7 +792,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_readable_file_is_refused_with_the_fix() {
         let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let key = TokenKey::default();
         let first = tokens(1);
         let _ = store.save(&key, &first, None).await.unwrap();
@@ -820,45 +814,63 @@ mod tests {
     async fn files_of_other_users_and_directories_others_can_write_are_refused() {
         let dir = TempDir::new();
         let key = TokenKey::default();
-        let _ = FileTokenStore::new(dir.file())
+        let _ = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .save(&key, &tokens(1), None)
             .await
             .unwrap();
 
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .load(&key)
             .await
             .unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         assert!(error.to_string().contains("chmod go-w"), "{error}");
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .lock(&key)
             .await
             .unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         // The sticky bit (as on /tmp) restricts renames and deletes to each file's owner.
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(FileTokenStore::new(dir.file()).load(&key).await.is_ok());
+        assert!(FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
+            .load(&key)
+            .await
+            .is_ok());
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
-        let trusting = FileTokenStore::new(dir.file()).danger_skip_ownership_checks();
+        let trusting = FileTokenStore::builder(dir.file())
+            .danger_skip_ownership_checks()
+            .build()
+            .unwrap();
         assert!(trusting.load(&key).await.is_ok());
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).unwrap();
 
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             eprintln!("skipping the owner check: giving a file away needs root");
             return;
         }
         let nobody = 65534;
         std::os::unix::fs::chown(dir.file(), Some(nobody), Some(nobody)).unwrap();
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .load(&key)
             .await
             .unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         assert!(error.to_string().contains("uid 65534"), "{error}");
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .save(&key, &tokens(2), None)
             .await
             .unwrap_err();
@@ -870,7 +882,9 @@ mod tests {
         fs::write(&lock, b"").unwrap();
         fs::set_permissions(&lock, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::chown(&lock, Some(nobody), Some(nobody)).unwrap();
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .lock(&key)
             .await
             .unwrap_err();
@@ -884,12 +898,15 @@ mod tests {
         let dir = TempDir::new();
         let key = TokenKey::default();
         let lock = dir.0.join("tokens.json.lock");
-        let store = FileTokenStore::new(dir.file());
+        let store = FileTokenStore::builder(dir.file()).build().unwrap();
         let held = store.lock(&key).await.unwrap();
         assert!(held.still_held().await);
         fs::remove_file(&lock).unwrap();
         assert!(!held.still_held().await, "removed");
-        let other = FileTokenStore::new(dir.file()).lock_timeout(Duration::from_millis(500));
+        let other = FileTokenStore::builder(dir.file())
+            .lock_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
         let second = other.lock(&key).await.expect("the new lock file is free");
         assert!(second.still_held().await);
         // Replaced by another file of the same name.
@@ -903,12 +920,16 @@ mod tests {
     async fn a_symlinked_file_is_refused() {
         let dir = TempDir::new();
         let real = dir.0.join("real.json");
-        let _ = FileTokenStore::new(&real)
+        let _ = FileTokenStore::builder(&real)
+            .build()
+            .unwrap()
             .save(&TokenKey::default(), &tokens(1), None)
             .await
             .unwrap();
         std::os::unix::fs::symlink(&real, dir.file()).unwrap();
-        let error = FileTokenStore::new(dir.file())
+        let error = FileTokenStore::builder(dir.file())
+            .build()
+            .unwrap()
             .load(&TokenKey::default())
             .await
             .unwrap_err();
@@ -917,18 +938,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_path_without_file_name_is_misconfigured() {
-        let error = FileTokenStore::new("/")
-            .load(&TokenKey::default())
-            .await
-            .unwrap_err();
-        assert_eq!(error.kind(), StoreErrorKind::Misconfigured);
+    async fn a_path_without_file_name_is_a_configuration_error() {
+        let error = FileTokenStore::builder("/").build().unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                ConfigError::Store {
+                    setting: "token file path",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 
     #[tokio::test]
     async fn lock_creates_a_missing_directory() {
         let dir = TempDir::new();
-        let store = FileTokenStore::new(dir.0.join("nested/deeper/tokens.json"));
+        let store = FileTokenStore::builder(dir.0.join("nested/deeper/tokens.json"))
+            .build()
+            .unwrap();
         let key = TokenKey::default();
         let _lock = store.lock(&key).await.unwrap();
         let _ = store.save(&key, &tokens(1), None).await.unwrap();
@@ -939,15 +968,21 @@ mod tests {
     async fn d7_the_lock_excludes_other_holders_and_times_out() {
         let dir = TempDir::new();
         let key = TokenKey::default();
-        let first = FileTokenStore::new(dir.file());
+        let first = FileTokenStore::builder(dir.file()).build().unwrap();
         // Another instance takes the flock through its own descriptor, as another process does.
-        let second = FileTokenStore::new(dir.file()).lock_timeout(Duration::from_millis(50));
+        let second = FileTokenStore::builder(dir.file())
+            .lock_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
         let held = first.lock(&key).await.unwrap();
         let error = second.lock(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
         assert!(error.to_string().contains("tokens.json.lock"), "{error}");
         // Same store, another key: waits on the in-process queue, and also times out.
-        let first = first.lock_timeout(Duration::from_millis(50));
+        let first = FileTokenStore {
+            lock_timeout: Duration::from_millis(50),
+            ..first
+        };
         let error = first.lock(&TokenKey::new("other")).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
         drop(held);
@@ -957,7 +992,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tasks_of_one_process_queue_for_the_lock_instead_of_failing() {
         let dir = TempDir::new();
-        let store = Arc::new(FileTokenStore::new(dir.file()));
+        let store = Arc::new(FileTokenStore::builder(dir.file()).build().unwrap());
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tasks = (0..16).map(|i| {
             let store = Arc::clone(&store);
@@ -979,7 +1014,12 @@ mod tests {
 
     #[test]
     fn debug_names_the_file_only() {
-        let debug = format!("{:?}", FileTokenStore::new("/tmp/x/tokens.json"));
+        let debug = format!(
+            "{:?}",
+            FileTokenStore::builder("/tmp/x/tokens.json")
+                .build()
+                .unwrap()
+        );
         assert!(debug.contains("/tmp/x/tokens.json"), "{debug}");
     }
 }

@@ -12,8 +12,8 @@ use crate::revision::Revision;
 ///
 /// The default store; right for tokens that can be re-obtained without a user (client
 /// credentials) and for tests. Its [`lock`](TokenStore::lock) is a real per-key lock, so
-/// several middlewares sharing one store (through
-/// [`shared_store`](crate::TokenRefreshMiddlewareBuilder::shared_store)) still refresh once.
+/// several managers sharing one store (an `Arc` of it passed to each
+/// [`store`](crate::TokenManagerBuilder::store)) still refresh once.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
     records: Mutex<HashMap<TokenKey, TokenRecord>>,
@@ -31,7 +31,7 @@ impl MemoryTokenStore {
         // section is a single insert or clone.
         self.records
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -60,7 +60,10 @@ impl TokenStore for MemoryTokenStore {
 
     async fn lock(&self, key: &TokenKey) -> Result<StoreLock, StoreError> {
         let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(locks.entry(key.clone()).or_default())
         };
         Ok(StoreLock::new(lock.lock_owned().await))

@@ -20,13 +20,13 @@ pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder};
 pub use callback::CallbackTokenStore;
 pub use error::{StoreError, StoreErrorKind};
 #[cfg(feature = "file")]
-pub use file::FileTokenStore;
+pub use file::{FileTokenStore, FileTokenStoreBuilder};
 pub use lock::{HeldLock, StoreLock};
 pub use memory::MemoryTokenStore;
 #[cfg(feature = "encryption")]
 pub use seal::{EncryptionKey, KeyRing, Opened};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::SqlTokenStore;
+pub use sql::{SqlTokenStore, SqlTokenStoreBuilder};
 
 use crate::key::TokenKey;
 use crate::record::TokenRecord;

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::seal::KeyRing;
 use super::{HeldLock, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
 use crate::backoff::Backoff;
+use crate::error::{ConfigError, Error};
 use crate::key::TokenKey;
 use crate::log;
 use crate::record::TokenRecord;
@@ -139,6 +140,7 @@ impl RedisTokenStore {
         match &self.salt {
             None => key.as_str().to_owned(),
             Some(salt) => {
+                #[allow(clippy::expect_used)]
                 let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt)
                     .expect("HMAC accepts keys of any length");
                 mac.update(key.as_str().as_bytes());
@@ -470,16 +472,23 @@ impl RedisTokenStoreBuilder {
     }
 
     /// Connects to the Redis server at `url` (its password, if any, stays out of errors).
-    pub async fn connect(self, url: &str) -> Result<RedisTokenStore, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|_| StoreError::new(StoreErrorKind::Misconfigured, "invalid redis url"))?;
+    ///
+    /// A URL that does not parse is [`Error::Config`]; a server that cannot be reached is
+    /// [`Error::Store`] with [`StoreErrorKind::Unavailable`].
+    pub async fn connect(self, url: &str) -> Result<RedisTokenStore, Error> {
+        let client = redis::Client::open(url).map_err(|_| {
+            Error::Config(ConfigError::Store {
+                setting: "redis url",
+                reason: "not a valid redis url (redis://, rediss:// or redis+unix://)".into(),
+            })
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2);
         let connection = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(redis_error)?;
+            .map_err(|error| Error::Store(redis_error(error)))?;
         Ok(self.build(connection))
     }
 

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use self::errors::store_error;
 use self::schema::Table;
 use super::{KeyRing, SaveOutcome, StoreError, StoreErrorKind, StoreLock, TokenStore};
+use crate::error::ConfigError;
 use crate::key::TokenKey;
 use crate::record::TokenRecord;
 use crate::revision::Revision;
@@ -43,9 +44,9 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 ///   session is noticed, and released by closing that connection before the refresh returns
 ///   (or by the server when the holder dies). On SQLite it takes a lease row (`<table>_lease`)
 ///   that a heartbeat extends while held and that is deleted before the refresh returns; a dead
-///   holder's lease expires after [the lease](Self::with_lock_lease) (15 s by default). Before
+///   holder's lease expires after [the lease](SqlTokenStoreBuilder::lock_lease) (15 s by default). Before
 ///   calling the token endpoint the holder checks that the lock is still its own. Waiting
-///   longer than the [lock timeout](Self::with_lock_timeout) (30 s by default) is a
+///   longer than the [lock timeout](SqlTokenStoreBuilder::lock_timeout) (30 s by default) is a
 ///   [`StoreErrorKind::LockTimeout`] error.
 /// - **Typed failures.** A database that is down or busy is [`StoreErrorKind::Unavailable`]; a
 ///   missing table is [`StoreErrorKind::Misconfigured`] with the hint "table `…` missing; run
@@ -62,25 +63,24 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// ```no_run
 /// # #[cfg(feature = "postgres")]
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use reqwest_token_refresh::{
-///     EncryptionKey, KeyRing, RefreshTokenGrant, SqlTokenStore, TokenRefreshMiddleware,
-/// };
+/// use reqwest_token_refresh::{EncryptionKey, KeyRing, RefreshTokenGrant, SqlTokenStore, TokenManager};
 ///
 /// let pool = sqlx::PgPool::connect("postgres://app@db.internal/app").await?;
 /// let keys = KeyRing::new(EncryptionKey::from_base64(
 ///     "2026-01",
 ///     &std::env::var("TOKEN_ENCRYPTION_KEY")?,
 /// )?);
-/// let store = SqlTokenStore::postgres(pool, keys).with_table("oauth_tokens")?;
+/// let store = SqlTokenStore::postgres(pool, keys).build()?;
 /// store.migrate().await?;
 ///
-/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token")
-///     .client_id("my-client")
-///     .build()?;
-/// let middleware = TokenRefreshMiddleware::builder(grant)
-///     .allow_origin("https://api.example.com")
+/// let grant = RefreshTokenGrant::builder("https://auth.example.com/oauth/token", "my-client").build()?;
+/// let tokens = TokenManager::builder(grant)
+///     .allow_origin("https://api.example.com")?
 ///     .store(store)
-///     .build()?;
+///     .build();
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(tokens.middleware())
+///     .build();
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -134,8 +134,7 @@ struct Write<'a> {
 }
 
 impl SqlTokenStore {
-    /// A store in the SQLite database behind `pool`, sealing with `keys`, in the table
-    /// `oauth_tokens`.
+    /// Starts configuring a store in the SQLite database behind `pool`, sealing with `keys`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -149,17 +148,17 @@ impl SqlTokenStore {
     ///     .busy_timeout(std::time::Duration::from_secs(5));
     /// let pool = SqlitePool::connect_with(options).await?;
     /// let keys = KeyRing::new(EncryptionKey::from_base64("k1", &std::env::var("TOKEN_KEY")?)?);
-    /// let store = SqlTokenStore::sqlite(pool, keys);
+    /// let store = SqlTokenStore::sqlite(pool, keys).build()?;
     /// store.migrate().await?;
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "sqlite")]
-    pub fn sqlite(pool: sqlx::SqlitePool, keys: KeyRing) -> Self {
-        Self::with_backend(Backend::Sqlite(pool), keys)
+    pub fn sqlite(pool: sqlx::SqlitePool, keys: KeyRing) -> SqlTokenStoreBuilder {
+        SqlTokenStoreBuilder::new(Backend::Sqlite(pool), keys)
     }
 
-    /// A store in the PostgreSQL database behind `pool`, sealing with `keys`, in the table
-    /// `oauth_tokens`.
+    /// Starts configuring a store in the PostgreSQL database behind `pool`, sealing with
+    /// `keys`.
     ///
     /// Each held [`lock`](TokenStore::lock) uses one extra connection, opened with the pool's
     /// options but outside it. The lock is a session advisory lock: point the pool at the
@@ -171,65 +170,13 @@ impl SqlTokenStore {
     ///
     /// let pool = sqlx::PgPool::connect("postgres://app@db.internal/app").await?;
     /// let keys = KeyRing::new(EncryptionKey::from_base64("k1", &std::env::var("TOKEN_KEY")?)?);
-    /// let store = SqlTokenStore::postgres(pool, keys);
+    /// let store = SqlTokenStore::postgres(pool, keys).build()?;
     /// store.migrate().await?;
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "postgres")]
-    pub fn postgres(pool: sqlx::PgPool, keys: KeyRing) -> Self {
-        Self::with_backend(Backend::Postgres(pool), keys)
-    }
-
-    fn with_backend(backend: Backend, keys: KeyRing) -> Self {
-        Self {
-            backend,
-            table: Table::default(),
-            keys,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            lease: DEFAULT_LEASE,
-        }
-    }
-
-    /// Uses the table `name` (`table` or `schema.table`; lowercase ASCII letters, digits and
-    /// underscores). Any other name is a [`StoreErrorKind::Misconfigured`] error: it is spliced
-    /// into SQL, so nothing else is accepted.
-    ///
-    /// ```no_run
-    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) -> Result<(), reqwest_token_refresh::StoreError> {
-    /// let store = store.with_table("billing.oauth_tokens")?;
-    /// # Ok(()) }
-    /// ```
-    pub fn with_table(mut self, name: &str) -> Result<Self, StoreError> {
-        self.table = Table::parse(name)?;
-        Ok(self)
-    }
-
-    /// How long [`lock`](TokenStore::lock) waits for another holder (default 30 s).
-    ///
-    /// ```no_run
-    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
-    /// let store = store.with_lock_timeout(std::time::Duration::from_secs(10));
-    /// # }
-    /// ```
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// SQLite: how long a refresh lease lasts if its holder dies without releasing it (default
-    /// 15 s). A live holder renews it every third of this time and deletes it as soon as it is
-    /// done, also when its process exits right after. The lock timeout is never shorter than
-    /// the lease plus a second, so a dead holder never makes a waiter fail. (PostgreSQL's
-    /// advisory lock needs no lease: the server releases it with the holder's session.)
-    ///
-    /// ```no_run
-    /// # fn run(store: reqwest_token_refresh::SqlTokenStore) {
-    /// let store = store.with_lock_lease(std::time::Duration::from_secs(5));
-    /// # }
-    /// ```
-    pub fn with_lock_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
+    pub fn postgres(pool: sqlx::PgPool, keys: KeyRing) -> SqlTokenStoreBuilder {
+        SqlTokenStoreBuilder::new(Backend::Postgres(pool), keys)
     }
 
     /// The id of the PostgreSQL session advisory lock that guards `key`'s refreshes, to find its
@@ -344,6 +291,84 @@ impl std::fmt::Debug for SqlTokenStore {
             .field("lock_timeout", &self.lock_timeout)
             .field("lease", &self.lease)
             .finish()
+    }
+}
+
+/// Configures a [`SqlTokenStore`]; made by [`SqlTokenStore::sqlite`] or
+/// [`SqlTokenStore::postgres`].
+#[must_use]
+pub struct SqlTokenStoreBuilder {
+    backend: Backend,
+    keys: KeyRing,
+    table: String,
+    lock_timeout: Duration,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for SqlTokenStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlTokenStoreBuilder")
+            .field("table", &self.table)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("lock_lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlTokenStoreBuilder {
+    fn new(backend: Backend, keys: KeyRing) -> Self {
+        Self {
+            backend,
+            keys,
+            table: Table::default().name().to_owned(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// Uses the table `name` (`table` or `schema.table`; lowercase ASCII letters, digits and
+    /// underscores; default `oauth_tokens`). It is spliced into SQL, so [`build`](Self::build)
+    /// refuses any other name.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// How long [`lock`](TokenStore::lock) waits for another holder (default 30 s; then
+    /// [`StoreErrorKind::LockTimeout`]).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// SQLite: how long a refresh lease lasts if its holder dies without releasing it (default
+    /// 15 s). A live holder renews it every third of this time and deletes it as soon as it is
+    /// done, also when its process exits right after. The lock timeout is never shorter than
+    /// the lease plus a second, so a dead holder never makes a waiter fail. (PostgreSQL's
+    /// advisory lock needs no lease: the server releases it with the holder's session.)
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Checks the table name and builds the store. Nothing is sent to the database until the
+    /// store is used ([`migrate`](SqlTokenStore::migrate) creates the tables).
+    ///
+    /// ```no_run
+    /// # async fn run(pool: sqlx::PgPool, keys: reqwest_token_refresh::KeyRing) -> Result<(), reqwest_token_refresh::ConfigError> {
+    /// let store = reqwest_token_refresh::SqlTokenStore::postgres(pool, keys)
+    ///     .table("billing.oauth_tokens")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build(self) -> Result<SqlTokenStore, ConfigError> {
+        Ok(SqlTokenStore {
+            backend: self.backend,
+            table: Table::parse(&self.table)?,
+            keys: self.keys,
+            lock_timeout: self.lock_timeout,
+            lease: self.lease,
+        })
     }
 }
 

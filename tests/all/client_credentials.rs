@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use reqwest_token_refresh::{
-    ClientCredentialsGrant, ClientSecret, ConfigError, TokenRefreshMiddleware,
-};
+use reqwest_token_refresh::{ClientCredentialsGrant, ClientSecret, ConfigError, TokenManager};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -44,8 +42,7 @@ async fn servers(token_calls: u64, access_token: &str) -> (MockServer, MockServe
 }
 
 fn grant(auth: &MockServer) -> ClientCredentialsGrant {
-    ClientCredentialsGrant::builder(format!("{}/token", auth.uri()))
-        .client_id("service")
+    ClientCredentialsGrant::builder(format!("{}/token", auth.uri()), "service")
         .client_secret(ClientSecret::new("s3cret"))
         .scope("invoices:read")
         .danger_allow_http_loopback()
@@ -57,11 +54,10 @@ fn grant(auth: &MockServer) -> ClientCredentialsGrant {
 async fn d1_concurrent_first_requests_share_one_token_request() {
     let (auth, api) = servers(1, "cc-1").await;
     let (client, _) = client(
-        TokenRefreshMiddleware::builder(grant(&auth))
-            .allow_origin(api.uri())
-            .danger_allow_http_loopback()
-            .build()
-            .unwrap(),
+        TokenManager::builder(grant(&auth))
+            .allow_origin(&api.uri())
+            .expect("valid origin")
+            .build(),
     );
     let requests = (0..200).map(|i| client.get(format!("{}/r/{i}", api.uri())).send());
     for result in join_all(requests).await {
@@ -71,8 +67,7 @@ async fn d1_concurrent_first_requests_share_one_token_request() {
 
 #[tokio::test]
 async fn a_secret_is_required() {
-    let error = ClientCredentialsGrant::builder("https://auth.example.com/token")
-        .client_id("service")
+    let error = ClientCredentialsGrant::builder("https://auth.example.com/token", "service")
         .build()
         .unwrap_err();
     assert_eq!(error, ConfigError::Missing("client_secret"));

@@ -33,12 +33,12 @@ async fn fire(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_500_requests_with_an_expired_token_share_one_refresh() {
     // The token endpoint is slow enough that every request arrives while the refresh runs.
-    let server = AuthServer::start_with(
-        Duration::from_secs(3600),
-        Some(1),
-        Duration::from_millis(200),
-    )
-    .await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .token_delay(Duration::from_millis(200))
+        .start()
+        .await;
     let (client, _) = client_with_tokens(&server, server.issue_expired_grant()).await;
     let results = fire(&client, &server).await;
     for result in results {
@@ -50,12 +50,12 @@ async fn d1_500_requests_with_an_expired_token_share_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_d2_500_requests_rejected_with_401_share_one_refresh() {
-    let server = AuthServer::start_with(
-        Duration::from_secs(3600),
-        Some(1),
-        Duration::from_millis(50),
-    )
-    .await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .token_delay(Duration::from_millis(50))
+        .start()
+        .await;
     let (client, _) = client_with_tokens(&server, server.issue_grant()).await;
     server.reject_current_access_tokens();
     let results = fire(&client, &server).await;
@@ -108,21 +108,16 @@ async fn r26_invalid_grant_reaches_every_waiter_and_stops_all_token_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_two_clients_sharing_a_memory_store_refresh_once() {
-    let server = AuthServer::start_with(
-        Duration::from_secs(3600),
-        Some(1),
-        Duration::from_millis(100),
-    )
-    .await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .token_delay(Duration::from_millis(100))
+        .start()
+        .await;
     let store: std::sync::Arc<dyn reqwest_token_refresh::TokenStore> =
         std::sync::Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
-    let (first, manager) = client(
-        builder(&server)
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
-    );
-    let (second, _) = client(builder(&server).shared_store(store).build().unwrap());
+    let (first, manager) = client(builder(&server).store(store.clone()).build());
+    let (second, _) = client(builder(&server).store(store).build());
     manager
         .set_tokens(&Default::default(), server.issue_expired_grant())
         .await

@@ -49,9 +49,7 @@ async fn r69_r71_rfc8414_metadata_is_found_and_its_issuer_checked() {
         Some(format!("{}/oauth/revoke", server.uri()).as_str())
     );
     let grant = metadata
-        .refresh_token_grant()
-        .unwrap()
-        .client_id("c")
+        .refresh_token_grant("c")
         .client_secret(ClientSecret::new("s"))
         .build()
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
+use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenManager};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -17,16 +17,15 @@ async fn client_against(
     reqwest_middleware::ClientWithMiddleware,
     reqwest_token_refresh::TokenManager,
 ) {
-    let grant = RefreshTokenGrant::builder(format!("{}/token", token_server.uri()))
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(format!("{}/token", token_server.uri()), "c")
         .danger_allow_http_loopback()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let (client, manager) = built_with_tokens(
-        TokenRefreshMiddleware::builder(grant)
-            .allow_origin(server.uri())
-            .danger_allow_http_loopback(),
+        TokenManager::builder(grant)
+            .allow_origin(&server.uri())
+            .expect("valid origin"),
         server.issue_expired_grant(),
     )
     .await;

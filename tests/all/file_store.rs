@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    Event, FileTokenStore, RefreshTokenGrant, StoreErrorKind, TokenKey, TokenRecord,
-    TokenRefreshMiddleware, TokenStore,
+    Event, FileTokenStore, RefreshTokenGrant, StoreErrorKind, TokenKey, TokenManager, TokenRecord,
+    TokenStore,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -116,26 +116,33 @@ fn file_client(
     file: &Path,
     events: Option<Arc<Mutex<Vec<Event>>>>,
 ) -> ClientWithMiddleware {
-    let grant = RefreshTokenGrant::builder(format!("{url}/token"))
-        .client_id("test-client")
+    let grant = RefreshTokenGrant::builder(format!("{url}/token"), "test-client")
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let mut builder = TokenRefreshMiddleware::builder(grant)
+    let mut builder = TokenManager::builder(grant)
         .allow_origin(url)
-        .danger_allow_http_loopback()
+        .expect("valid origin")
         .rejection_cooldown(Duration::ZERO)
-        .store(FileTokenStore::new(file));
+        .store(
+            FileTokenStore::builder(file)
+                .build()
+                .expect("valid token file path"),
+        );
     if let Some(events) = events {
         builder = builder.on_event(move |event| events.lock().unwrap().push(event.clone()));
     }
-    client(builder.build().unwrap()).0
+    client(builder.build()).0
 }
 
 /// Logs in once: the server's grant is stored in `file` at generation 1.
 async fn log_in(server: &AuthServer, file: &Path) {
     let _ = built_with_tokens(
-        builder(server).store(FileTokenStore::new(file)),
+        builder(server).store(
+            FileTokenStore::builder(file)
+                .build()
+                .expect("valid token file path"),
+        ),
         server.issue_grant(),
     )
     .await;
@@ -177,12 +184,11 @@ const REQUESTS_PER_ROUND: usize = 40;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d5_d7_six_processes_sharing_a_file_refresh_once_per_token_lifetime() {
     // A slow token endpoint widens the window in which other processes see 401s.
-    let server = AuthServer::start_with(
-        Duration::from_secs(3600),
-        Some(ROUNDS),
-        Duration::from_millis(50),
-    )
-    .await;
+    let server = AuthServer::builder()
+        .expect_refresh_calls(ROUNDS)
+        .token_delay(Duration::from_millis(50))
+        .start()
+        .await;
     let dir = TempDir::new();
     log_in(&server, &dir.file()).await;
 
@@ -231,7 +237,9 @@ async fn d5_d7_six_processes_sharing_a_file_refresh_once_per_token_lifetime() {
     assert_eq!(server.reuse_detections(), 0);
     assert!(!server.is_revoked());
     assert_eq!(server.refresh_calls(), ROUNDS, "one refresh per lifetime");
-    let stored = FileTokenStore::new(dir.file())
+    let stored = FileTokenStore::builder(dir.file())
+        .build()
+        .expect("valid token file path")
         .load(&TokenKey::default())
         .await
         .unwrap()
@@ -297,7 +305,9 @@ fn crash_tokens(n: u64) -> TokenRecord {
 fn d6_a_writer_killed_at_random_moments_leaves_the_old_or_the_new_document() {
     let dir = TempDir::new();
     let runtime = runtime();
-    let store = FileTokenStore::new(dir.file());
+    let store = FileTokenStore::builder(dir.file())
+        .build()
+        .expect("valid token file path");
     let key = TokenKey::default();
     let started = Instant::now();
     let (mut mid_write, mut leftovers) = (0, 0);
@@ -362,7 +372,9 @@ fn child_crash_writer() {
     if !is_child("child_crash_writer") {
         return;
     }
-    let store = FileTokenStore::new(env(FILE));
+    let store = FileTokenStore::builder(env(FILE))
+        .build()
+        .expect("valid token file path");
     let key = TokenKey::default();
     runtime().block_on(async {
         loop {
@@ -404,7 +416,9 @@ fn child_umask_writer() {
     }
     // SAFETY: umask has no memory-safety preconditions.
     unsafe { libc::umask(0) };
-    let store = FileTokenStore::new(env(FILE));
+    let store = FileTokenStore::builder(env(FILE))
+        .build()
+        .expect("valid token file path");
     let key = TokenKey::default();
     runtime().block_on(async {
         let _lock = store.lock(&key).await.unwrap();
@@ -431,7 +445,9 @@ async fn the_token_store_contract() {
     let make = {
         let file = file.clone();
         move || {
-            let store = FileTokenStore::new(&file);
+            let store = FileTokenStore::builder(&file)
+                .build()
+                .expect("valid token file path");
             async move { store }
         }
     };
@@ -452,7 +468,11 @@ async fn the_token_store_contract() {
 
 #[tokio::test]
 async fn d6_a_world_readable_token_file_is_refused_and_left_alone() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(0)
+        .start()
+        .await;
     let dir = TempDir::new();
     log_in(&server, &dir.file()).await;
     fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).unwrap();
@@ -477,7 +497,11 @@ async fn d6_a_world_readable_token_file_is_refused_and_left_alone() {
 
 #[tokio::test]
 async fn d6_a_symlinked_token_file_is_refused() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(0)
+        .start()
+        .await;
     let dir = TempDir::new();
     let real = dir.0.join("elsewhere.json");
     log_in(&server, &real).await;
@@ -498,7 +522,11 @@ async fn d6_a_symlinked_token_file_is_refused() {
 
 #[tokio::test]
 async fn d6_a_corrupt_token_file_is_reported_and_kept_byte_for_byte() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(0)
+        .start()
+        .await;
     let dir = TempDir::new();
     log_in(&server, &dir.file()).await;
     let mut bytes = fs::read(dir.file()).unwrap();
@@ -530,9 +558,12 @@ fn client_for_file(
 ) -> (ClientWithMiddleware, reqwest_token_refresh::TokenManager) {
     client(
         builder(server)
-            .store(FileTokenStore::new(file))
-            .build()
-            .unwrap(),
+            .store(
+                FileTokenStore::builder(file)
+                    .build()
+                    .expect("valid token file path"),
+            )
+            .build(),
     )
 }
 
@@ -544,7 +575,11 @@ const NOBODY: u32 = 65534;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d6_an_unwritable_directory_keeps_the_old_file_and_the_new_tokens_serve_from_memory() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .start()
+        .await;
     let dir = TempDir::new();
     log_in(&server, &dir.file()).await;
     let before = fs::read(dir.file()).unwrap();
@@ -633,7 +668,9 @@ async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without
     let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system node.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-    let store = FileTokenStore::new(&file);
+    let store = FileTokenStore::builder(&file)
+        .build()
+        .expect("valid token file path");
     let loaded = tokio::time::timeout(Duration::from_secs(5), store.load(&TokenKey::default()))
         .await
         .expect("a FIFO must not hang the load");
@@ -644,7 +681,9 @@ async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without
     let target = other.0.join("created-through-the-link");
     let lock_dir = TempDir::new();
     std::os::unix::fs::symlink(&target, lock_dir.0.join("tokens.json.lock")).unwrap();
-    let store = FileTokenStore::new(lock_dir.0.join("tokens.json"));
+    let store = FileTokenStore::builder(lock_dir.0.join("tokens.json"))
+        .build()
+        .expect("valid token file path");
     let error = store.lock(&TokenKey::default()).await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Refused);
     assert!(!target.exists());
@@ -661,11 +700,12 @@ async fn short_lived_file_process() {
         return;
     }
     let env = |name: &str| std::env::var(name).expect(name);
-    let store = FileTokenStore::new(env("RTR_FILE"));
+    let store = FileTokenStore::builder(env("RTR_FILE"))
+        .build()
+        .expect("valid token file path");
     let middleware = builder_for(&env("RTR_TOKEN_URL"), &env("RTR_ORIGIN"))
         .store(store)
-        .build()
-        .unwrap();
+        .build();
     workers::one_request_and_exit(client(middleware), env("RTR_API_URL")).await;
 }
 
@@ -674,7 +714,11 @@ async fn a_process_that_refreshes_and_exits_leaves_no_lock_behind() {
     let dir = TempDir::new();
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     built_with_tokens(
-        builder(&server).store(FileTokenStore::new(dir.file())),
+        builder(&server).store(
+            FileTokenStore::builder(dir.file())
+                .build()
+                .expect("valid token file path"),
+        ),
         server.issue_grant(),
     )
     .await;
@@ -703,7 +747,11 @@ async fn a_process_never_adopts_its_own_saves() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     let (builder, mut events) = crate::helpers::events(
         builder(&server)
-            .store(FileTokenStore::new(dir.file()))
+            .store(
+                FileTokenStore::builder(dir.file())
+                    .build()
+                    .expect("valid token file path"),
+            )
             .rejection_cooldown(Duration::ZERO),
     );
     let (client, _) = built_with_tokens(builder, server.issue_expired_grant()).await;

@@ -1,7 +1,5 @@
 use reqwest_middleware::ClientWithMiddleware;
-use reqwest_token_refresh::{
-    RefreshTokenGrant, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
-};
+use reqwest_token_refresh::{RefreshTokenGrant, TokenManager, TokenManagerBuilder};
 
 use crate::auth_server::AuthServer;
 
@@ -12,21 +10,20 @@ pub use shared::gate::{reached, Point, TestStore};
 pub use shared::{built_with_tokens, client, events, token_error, wait_for};
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.
-pub fn builder(server: &AuthServer) -> TokenRefreshMiddlewareBuilder {
+pub fn builder(server: &AuthServer) -> TokenManagerBuilder {
     builder_for(&server.token_url(), &server.uri())
 }
 
 /// A middleware builder for a public client of the token endpoint `token_url`, allowed to
 /// send tokens to `origin` (both on loopback).
-pub fn builder_for(token_url: &str, origin: &str) -> TokenRefreshMiddlewareBuilder {
-    let grant = RefreshTokenGrant::builder(token_url)
-        .client_id("test-client")
+pub fn builder_for(token_url: &str, origin: &str) -> TokenManagerBuilder {
+    let grant = RefreshTokenGrant::builder(token_url, "test-client")
         .danger_allow_http_loopback()
         .build()
         .expect("valid grant");
-    TokenRefreshMiddleware::builder(grant)
+    TokenManager::builder(grant)
         .allow_origin(origin)
-        .danger_allow_http_loopback()
+        .expect("valid origin")
 }
 
 /// A client for `server` whose default key starts with `tokens`.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest_token_refresh::{ConfigError, RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
+use reqwest_token_refresh::{ConfigError, RefreshTokenGrant, TokenKey, TokenManager};
 use wiremock::matchers::{header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -51,9 +51,7 @@ async fn r29_keeps_an_authorization_header_set_by_the_caller() {
         .expect(1)
         .mount(&api)
         .await;
-    let middleware = builder_for(&server.token_url(), &api.uri())
-        .build()
-        .unwrap();
+    let middleware = builder_for(&server.token_url(), &api.uri()).build();
     let (client, manager) = client(middleware);
     manager
         .set_tokens(&TokenKey::default(), server.issue_grant())
@@ -82,11 +80,7 @@ async fn each_request_uses_the_tokens_of_its_key() {
             .mount(&api)
             .await;
     }
-    let (client, manager) = client(
-        builder_for(&server.token_url(), &api.uri())
-            .build()
-            .unwrap(),
-    );
+    let (client, manager) = client(builder_for(&server.token_url(), &api.uri()).build());
     for (user, token) in [("alice", "at-alice"), ("bob", "at-bob")] {
         let tokens =
             reqwest_token_refresh::TokenSet::new(reqwest_token_refresh::AccessToken::new(token));
@@ -109,29 +103,59 @@ async fn each_request_uses_the_tokens_of_its_key() {
 #[tokio::test]
 async fn r42_plain_http_origins_need_the_loopback_opt_in() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(server.token_url(), "c")
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let error = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
-        .build()
-        .unwrap_err();
-    assert!(matches!(error, ConfigError::InsecureUrl(_)));
+    // The grant's opt-in covers its own token endpoint and loopback origins, not others.
+    let allowed = TokenManager::builder(grant).allow_origin(&server.uri());
+    assert!(
+        allowed.is_ok(),
+        "loopback origins follow the grant's opt-in"
+    );
     let error = builder(&server)
         .allow_origin("http://api.example.com")
-        .build()
         .unwrap_err();
-    assert!(matches!(error, ConfigError::InsecureUrl(_)));
+    assert!(
+        matches!(
+            error,
+            ConfigError::InsecureUrl {
+                setting: "allow_origin",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let strict = RefreshTokenGrant::builder("https://auth.example.com/token", "c")
+        .build()
+        .unwrap();
+    let error = TokenManager::builder(strict)
+        .allow_origin(&server.uri())
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ConfigError::InsecureUrl {
+                setting: "allow_origin",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
-async fn a_middleware_without_origins_is_a_configuration_error() {
-    let grant = RefreshTokenGrant::builder("https://auth.example.com/token")
-        .client_id("c")
+async fn a_manager_without_origins_sends_no_token_anywhere() {
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
+    let grant = RefreshTokenGrant::builder(server.token_url(), "c")
+        .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let error = TokenRefreshMiddleware::builder(grant).build().unwrap_err();
-    assert_eq!(error, ConfigError::Missing("allow_origin"));
+    let manager = TokenManager::builder(grant)
+        .initial_tokens(server.issue_grant())
+        .build();
+    let (client, _) = client(manager);
+    let response = client.get(server.api_url("me")).send().await.unwrap();
+    assert_eq!(response.status(), 401, "no Authorization was sent");
+    assert_eq!(server.refresh_calls(), 0);
 }

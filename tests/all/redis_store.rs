@@ -382,7 +382,7 @@ async fn an_expired_record_means_reauthorization_required() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let (client, _) = client(builder(&server).store(store).build().unwrap());
+    let (client, _) = client(builder(&server).store(store).build());
     let error = client.get(server.api_url("me")).send().await.unwrap_err();
     assert!(crate::helpers::token_error(&error).is_reauthorization_required());
     assert_eq!(server.refresh_calls(), 0);
@@ -426,6 +426,10 @@ impl TokenRefresher for LeaseLostMidRefresh {
         self.grant.issuer_binding()
     }
 
+    fn allows_http_loopback(&self) -> bool {
+        self.grant.allows_http_loopback()
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,
@@ -457,8 +461,7 @@ async fn d8_a_writer_whose_lease_expired_cannot_overwrite_and_adopts_the_newer_t
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     let rival_tokens = server.issue_grant();
     let ours = server.issue_expired_grant();
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(server.token_url(), "c")
         .danger_allow_http_loopback()
         .build()
         .unwrap();
@@ -467,12 +470,11 @@ async fn d8_a_writer_whose_lease_expired_cannot_overwrite_and_adopts_the_newer_t
         rival,
         rival_tokens: rival_tokens.clone(),
     };
-    let middleware = reqwest_token_refresh::TokenRefreshMiddleware::builder(refresher)
-        .allow_origin(server.uri())
-        .danger_allow_http_loopback()
+    let middleware = reqwest_token_refresh::TokenManager::builder(refresher)
+        .allow_origin(&server.uri())
+        .expect("valid origin")
         .store(store)
-        .build()
-        .unwrap();
+        .build();
     let (client, manager) = client(middleware);
     manager
         .set_tokens(&TokenKey::default(), ours)
@@ -498,6 +500,10 @@ struct LoginDuringRefresh {
 impl TokenRefresher for LoginDuringRefresh {
     fn issuer_binding(&self) -> Option<String> {
         self.grant.issuer_binding()
+    }
+
+    fn allows_http_loopback(&self) -> bool {
+        self.grant.allows_http_loopback()
     }
 
     async fn refresh(
@@ -533,13 +539,11 @@ async fn d8_a_stale_rotation_never_overwrites_a_new_login() {
     let (_, other) = client(
         builder(&server)
             .store(store_with(&prefix, key_ring()).await.unwrap())
-            .build()
-            .unwrap(),
+            .build(),
     );
     let login = server.issue_grant();
     let refresher = LoginDuringRefresh {
-        grant: RefreshTokenGrant::builder(server.token_url())
-            .client_id("test-client")
+        grant: RefreshTokenGrant::builder(server.token_url(), "test-client")
             .danger_allow_http_loopback()
             .build()
             .unwrap(),
@@ -548,9 +552,9 @@ async fn d8_a_stale_rotation_never_overwrites_a_new_login() {
         login: login.clone(),
     };
     let (client, manager) = built_with_tokens(
-        reqwest_token_refresh::TokenRefreshMiddleware::builder(refresher)
-            .allow_origin(server.uri())
-            .danger_allow_http_loopback()
+        reqwest_token_refresh::TokenManager::builder(refresher)
+            .allow_origin(&server.uri())
+            .expect("valid origin")
             .store(store),
         server.issue_expired_grant(),
     )
@@ -583,18 +587,16 @@ async fn redis_replica_worker() {
         .connect(&env("RTR_REDIS_URL"))
         .await
         .unwrap();
-    let grant = RefreshTokenGrant::builder(env("RTR_TOKEN_URL"))
-        .client_id("test-client")
+    let grant = RefreshTokenGrant::builder(env("RTR_TOKEN_URL"), "test-client")
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let middleware = reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
-        .allow_origin(env("RTR_ORIGIN"))
-        .danger_allow_http_loopback()
+    let middleware = reqwest_token_refresh::TokenManager::builder(grant)
+        .allow_origin(&env("RTR_ORIGIN"))
+        .expect("valid origin")
         .rejection_cooldown(Duration::ZERO)
         .store(store)
-        .build()
-        .unwrap();
+        .build();
     let (client, _) = client(middleware);
     workers::serve_rounds(client, env("RTR_API_URL"), REQUESTS_PER_ROUND).await;
 }
@@ -825,8 +827,7 @@ async fn short_lived_redis_process() {
         .unwrap();
     let middleware = builder_for(&env("RTR_TOKEN_URL"), &env("RTR_ORIGIN"))
         .store(store)
-        .build()
-        .unwrap();
+        .build();
     workers::one_request_and_exit(client(middleware), env("RTR_API_URL")).await;
 }
 

@@ -13,7 +13,11 @@ use crate::helpers::{
 #[tokio::test]
 async fn refreshes_proactively_before_expiry() {
     // Still valid for 30 s, which is inside the default 60 s leeway.
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .start()
+        .await;
     let issued = server.issue_grant();
     let tokens = TokenSet::new(issued.access_token().clone())
         .with_refresh_token(issued.refresh_token().unwrap().clone())
@@ -29,7 +33,11 @@ async fn refreshes_proactively_before_expiry() {
 
 #[tokio::test]
 async fn r34_a_rejected_token_costs_one_refresh_and_one_replay() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .start()
+        .await;
     let (client, _) = client_with_tokens(&server, server.issue_grant()).await;
     server.reject_current_access_tokens();
     let response = client.get(server.api_url("me")).send().await.unwrap();
@@ -122,7 +130,11 @@ async fn d11_the_replay_keeps_the_request_timeout() {
 
 #[tokio::test]
 async fn d10_a_401_to_the_replay_is_returned_not_retried() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .start()
+        .await;
     let api = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::any())
         .respond_with(wiremock::ResponseTemplate::new(401))
@@ -217,14 +229,14 @@ async fn d2_a_late_401_for_an_older_token_triggers_no_second_refresh() {
 
 #[tokio::test]
 async fn d4_a_caller_dropped_mid_refresh_never_loses_the_rotated_token() {
-    let server = AuthServer::start_with(
-        Duration::from_secs(3600),
-        Some(1),
-        Duration::from_millis(300),
-    )
-    .await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .token_delay(Duration::from_millis(300))
+        .start()
+        .await;
     let (builder, mut events) = events(builder(&server));
-    let (client, manager) = client(builder.build().unwrap());
+    let (client, manager) = client(builder.build());
     manager
         .set_tokens(&TokenKey::default(), server.issue_expired_grant())
         .await
@@ -253,12 +265,15 @@ async fn d4_a_caller_dropped_mid_refresh_never_loses_the_rotated_token() {
 
 #[tokio::test]
 async fn initial_tokens_seed_an_empty_store() {
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(0), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(0)
+        .start()
+        .await;
     let (client, manager) = client(
         builder(&server)
             .initial_tokens(server.issue_grant())
-            .build()
-            .unwrap(),
+            .build(),
     );
     let response = client.get(server.api_url("me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -271,16 +286,15 @@ async fn d5_a_second_client_sharing_the_store_adopts_instead_of_refreshing() {
     // Two clients (two "processes") share one store. The first refreshes; the second, whose
     // token then expires, must adopt the stored rotation instead of presenting the consumed
     // refresh token (which would revoke the grant).
-    let server = AuthServer::start_with(Duration::from_secs(3600), Some(1), Duration::ZERO).await;
+    let server = AuthServer::builder()
+        .token_lifetime(Duration::from_secs(3600))
+        .expect_refresh_calls(1)
+        .start()
+        .await;
     let store: Arc<dyn reqwest_token_refresh::TokenStore> =
         Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
-    let (first, first_manager) = client(
-        builder(&server)
-            .shared_store(Arc::clone(&store))
-            .build()
-            .unwrap(),
-    );
-    let (second, second_manager) = client(builder(&server).shared_store(store).build().unwrap());
+    let (first, first_manager) = client(builder(&server).store(Arc::clone(&store)).build());
+    let (second, second_manager) = client(builder(&server).store(store).build());
     first_manager
         .set_tokens(&TokenKey::default(), server.issue_expired_grant())
         .await
@@ -322,7 +336,7 @@ async fn d5_a_second_client_sharing_the_store_adopts_instead_of_refreshing() {
 #[tokio::test]
 async fn new_tokens_after_invalid_grant_end_the_reauthorization_state() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let (client, manager) = client(builder(&server).build().unwrap());
+    let (client, manager) = client(builder(&server).build());
     manager
         .set_tokens(&TokenKey::default(), server.issue_expired_grant())
         .await
@@ -367,13 +381,8 @@ async fn inv5_a_logout_and_new_login_elsewhere_is_adopted_not_overwritten() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
     let store: Arc<dyn reqwest_token_refresh::TokenStore> =
         Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
-    let (_, a) = client(
-        builder(&server)
-            .shared_store(Arc::clone(&store))
-            .build()
-            .unwrap(),
-    );
-    let (c_client, c) = client(builder(&server).shared_store(store).build().unwrap());
+    let (_, a) = client(builder(&server).store(Arc::clone(&store)).build());
+    let (c_client, c) = client(builder(&server).store(store).build());
     let key = TokenKey::default();
     a.set_tokens(&key, server.issue_grant()).await.unwrap();
     assert_eq!(
@@ -411,15 +420,14 @@ async fn d15_a_stored_refresh_token_is_never_sent_to_another_authorization_serve
     let store: Arc<dyn reqwest_token_refresh::TokenStore> =
         Arc::new(reqwest_token_refresh::MemoryTokenStore::new());
     let _ = built_with_tokens(
-        builder(&server).shared_store(Arc::clone(&store)),
+        builder(&server).store(Arc::clone(&store)),
         server.issue_expired_grant(),
     )
     .await;
     let (second, _) = client(
         builder_for(&format!("{}/token", elsewhere.uri()), &server.uri())
-            .shared_store(store)
-            .build()
-            .unwrap(),
+            .store(store)
+            .build(),
     );
     let error = second.get(server.api_url("me")).send().await.unwrap_err();
     match crate::helpers::token_error(&error) {

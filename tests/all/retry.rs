@@ -33,11 +33,10 @@ async fn a_transient_token_endpoint_failure_is_retried_by_reqwest_retry() {
                 .with_priority(1),
         )
         .await;
-    let middleware = builder(&server).build().unwrap();
-    let manager = middleware.manager().clone();
+    let manager = builder(&server).build();
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(retry())
-        .with(middleware)
+        .with(manager.middleware())
         .build();
     manager
         .set_tokens(&TokenKey::default(), server.issue_expired_grant())
@@ -58,11 +57,13 @@ async fn a_401_that_survives_the_replay_is_not_retried_forever() {
         .expect(2)
         .mount(&api)
         .await;
-    let middleware = builder(&server).allow_origin(api.uri()).build().unwrap();
-    let manager = middleware.manager().clone();
+    let manager = builder(&server)
+        .allow_origin(&api.uri())
+        .expect("valid origin")
+        .build();
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(retry())
-        .with(middleware)
+        .with(manager.middleware())
         .build();
     manager
         .set_tokens(&TokenKey::default(), server.issue_grant())

@@ -2,31 +2,29 @@
 
 use std::time::Duration;
 
-use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenRefreshMiddleware};
+use reqwest_token_refresh::{RefreshTokenGrant, TokenKey, TokenManager};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{client, token_error};
 
-fn middleware(server: &AuthServer) -> TokenRefreshMiddleware {
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
+fn manager(server: &AuthServer) -> TokenManager {
+    let grant = RefreshTokenGrant::builder(server.token_url(), "c")
         .revocation_endpoint(server.revocation_url())
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    TokenRefreshMiddleware::builder(grant)
-        .allow_origin(server.uri())
-        .danger_allow_http_loopback()
+    TokenManager::builder(grant)
+        .allow_origin(&server.uri())
+        .expect("valid origin")
         .build()
-        .unwrap()
 }
 
 #[tokio::test]
 async fn r64_r65_logout_revokes_the_newest_refresh_token_and_forgets_it() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let (client, manager) = client(middleware(&server));
+    let (client, manager) = client(manager(&server));
     let key = TokenKey::default();
     manager
         .set_tokens(&key, server.issue_grant())
@@ -67,7 +65,7 @@ async fn r64_r65_logout_revokes_the_newest_refresh_token_and_forgets_it() {
 #[tokio::test]
 async fn r67_a_503_keeps_the_tokens_so_revocation_can_be_retried() {
     let server = AuthServer::start(Duration::from_secs(3600)).await;
-    let (_, manager) = client(middleware(&server));
+    let (_, manager) = client(manager(&server));
     let key = TokenKey::default();
     manager
         .set_tokens(&key, server.issue_grant())

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest_token_refresh::{
     AccessToken, ClientSecret, ConfigError, Error, RefreshToken, RefreshTokenGrant, StoreError,
-    StoreErrorKind, TokenKey, TokenRefreshMiddleware, TokenSet,
+    StoreErrorKind, TokenKey, TokenManager, TokenSet,
 };
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -26,15 +26,14 @@ fn assert_clean(text: &str) {
 
 #[test]
 fn d13_credentials_in_the_token_endpoint_url_are_refused_and_never_shown() {
-    let builder = RefreshTokenGrant::builder(format!(
-        "https://user:{}@auth.example.com/token",
-        CANARIES[2]
-    ))
-    .client_id("c");
+    let builder = RefreshTokenGrant::builder(
+        format!("https://user:{}@auth.example.com/token", CANARIES[2]),
+        "c",
+    );
     assert_clean(&format!("{builder:?} {builder:#?}"));
     let error = builder.build().unwrap_err();
     assert!(
-        matches!(error, ConfigError::CredentialsInUrl(_)),
+        matches!(error, ConfigError::CredentialsInUrl { .. }),
         "{error:?}"
     );
     assert_clean(&format!("{error} {error:?}"));
@@ -58,18 +57,16 @@ async fn d13_debug_and_display_never_contain_a_secret() {
         .mount(&token_server)
         .await;
     let api = MockServer::start().await;
-    let grant = RefreshTokenGrant::builder(format!("{}/token", token_server.uri()))
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(format!("{}/token", token_server.uri()), "c")
         .client_secret(ClientSecret::new(CANARIES[2]))
         .danger_allow_http_loopback()
         .build()
         .unwrap();
     assert_clean(&format!("{grant:?}"));
-    let middleware = TokenRefreshMiddleware::builder(grant)
-        .allow_origin(api.uri())
-        .danger_allow_http_loopback()
-        .build()
-        .unwrap();
+    let middleware = TokenManager::builder(grant)
+        .allow_origin(&api.uri())
+        .expect("valid origin")
+        .build();
     assert_clean(&format!("{middleware:?}"));
     let (client, manager) = client(middleware);
     assert_clean(&format!("{manager:?}"));

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
-    AccessToken, EncryptionKey, KeyRing, RefreshToken, SaveOutcome, SqlTokenStore, StoreErrorKind,
-    TokenKey, TokenManager, TokenRecord, TokenSet, TokenStore,
+    AccessToken, EncryptionKey, KeyRing, RefreshToken, SaveOutcome, SqlTokenStore,
+    SqlTokenStoreBuilder, StoreErrorKind, TokenKey, TokenManager, TokenRecord, TokenSet,
+    TokenStore,
 };
 
 use crate::auth_server::AuthServer;
@@ -58,14 +59,28 @@ enum Db {
 }
 
 impl Db {
-    async fn store(&self, table: &str) -> SqlTokenStore {
-        let store = match self {
+    async fn builder(&self, table: &str) -> SqlTokenStoreBuilder {
+        let builder = match self {
             #[cfg(feature = "sqlite")]
             Db::Sqlite(dir) => SqlTokenStore::sqlite(sqlite_pool(&dir.db()).await, key_ring()),
             #[cfg(feature = "postgres")]
             Db::Postgres(url) => SqlTokenStore::postgres(postgres_pool(url).await, key_ring()),
         };
-        store.with_table(table).expect("valid table name")
+        builder.table(table)
+    }
+
+    /// A store that gives up on a held lock after 300 ms (its own lease as short).
+    async fn impatient_store(&self, table: &str) -> SqlTokenStore {
+        self.builder(table)
+            .await
+            .lock_timeout(Duration::from_millis(300))
+            .lock_lease(Duration::from_millis(300))
+            .build()
+            .expect("valid table name")
+    }
+
+    async fn store(&self, table: &str) -> SqlTokenStore {
+        self.builder(table).await.build().expect("valid table name")
     }
 
     async fn migrated_store(&self, table: &str) -> SqlTokenStore {
@@ -168,14 +183,16 @@ impl Db {
         if let Some(path) = var("RTR_SQLITE_PATH") {
             let pool = sqlite_pool(std::path::Path::new(&path)).await;
             return SqlTokenStore::sqlite(pool, key_ring())
-                .with_table(&table)
+                .table(&table)
+                .build()
                 .unwrap();
         }
         #[cfg(feature = "postgres")]
         if let Some(url) = var("RTR_DATABASE_URL") {
             let pool = postgres_pool(&url).await;
             return SqlTokenStore::postgres(pool, key_ring())
-                .with_table(&table)
+                .table(&table)
+                .build()
                 .unwrap();
         }
         panic!("no database in the environment")
@@ -350,7 +367,7 @@ mod contract {
                 let (db, table) = (db.clone(), table.clone());
                 async move {
                     db.set_sealed(&table, key.as_str(), "not a sealed envelope")
-                        .await
+                        .await;
                 }
             }
         };
@@ -519,12 +536,9 @@ mod contract {
 
     pub async fn the_lock_excludes_a_second_holder_until_dropped(db: &Db) {
         let table = unique("t_lock");
-        let holder = db.migrated_store(&table).await;
-        let waiter = db
-            .store(&table)
-            .await
-            .with_lock_timeout(Duration::from_millis(300))
-            .with_lock_lease(Duration::from_millis(300));
+        let holder = db.impatient_store(&table).await;
+        holder.migrate().await.unwrap();
+        let waiter = db.impatient_store(&table).await;
         let key = TokenKey::new("user-1");
         let held = holder.lock(&key).await.unwrap();
 
@@ -532,14 +546,8 @@ mod contract {
         assert_eq!(error.kind(), StoreErrorKind::LockTimeout, "{error:?}");
         assert!(error.is_transient());
         assert!(error.to_string().contains("user-1"), "{error}");
-        // The same store, too: the lock is not re-entrant for a second caller.
-        let error = holder
-            .clone()
-            .with_lock_timeout(Duration::from_millis(100))
-            .with_lock_lease(Duration::from_millis(100))
-            .lock(&key)
-            .await
-            .unwrap_err();
+        // The holder's own store, too: the lock is not re-entrant for a second caller.
+        let error = holder.lock(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::LockTimeout);
         // Another key is independent.
         let other = waiter.lock(&TokenKey::new("user-2")).await.unwrap();
@@ -547,7 +555,13 @@ mod contract {
 
         // A waiter queued before the release gets the lock once it is dropped.
         let queued = {
-            let waiter = waiter.clone().with_lock_timeout(Duration::from_secs(10));
+            let waiter = db
+                .builder(&table)
+                .await
+                .lock_timeout(Duration::from_secs(10))
+                .lock_lease(Duration::from_millis(300))
+                .build()
+                .unwrap();
             let key = key.clone();
             tokio::spawn(async move { waiter.lock(&key).await })
         };
@@ -620,8 +634,7 @@ fn sql_client(server: &AuthServer, store: SqlTokenStore) -> (ClientWithMiddlewar
         builder(server)
             .rejection_cooldown(Duration::ZERO)
             .store(store)
-            .build()
-            .expect("valid middleware"),
+            .build(),
     )
 }
 
@@ -644,8 +657,7 @@ async fn short_lived_sql_process() {
     let var = |name: &str| std::env::var(name).expect(name);
     let middleware = builder_for(&var("RTR_TOKEN_URL"), &var("RTR_ORIGIN"))
         .store(Db::from_env().await)
-        .build()
-        .unwrap();
+        .build();
     processes::one_request_and_exit(client(middleware), var("RTR_API_URL")).await;
 }
 
@@ -729,20 +741,20 @@ mod sqlite {
         let env = |name: &str| std::env::var(name).expect(name);
         let pool = sqlite_pool(std::path::Path::new(&env("RTR_SQLITE_PATH"))).await;
         let store = SqlTokenStore::sqlite(pool, key_ring())
-            .with_table(&env("RTR_TABLE"))
-            .expect("valid table");
-        let grant = reqwest_token_refresh::RefreshTokenGrant::builder(env("RTR_TOKEN_URL"))
-            .client_id("test-client")
-            .danger_allow_http_loopback()
+            .table(env("RTR_TABLE"))
             .build()
-            .expect("valid grant");
-        let middleware = reqwest_token_refresh::TokenRefreshMiddleware::builder(grant)
-            .allow_origin(env("RTR_ORIGIN"))
-            .danger_allow_http_loopback()
+            .expect("valid table");
+        let grant =
+            reqwest_token_refresh::RefreshTokenGrant::builder(env("RTR_TOKEN_URL"), "test-client")
+                .danger_allow_http_loopback()
+                .build()
+                .expect("valid grant");
+        let middleware = reqwest_token_refresh::TokenManager::builder(grant)
+            .allow_origin(&env("RTR_ORIGIN"))
+            .expect("valid origin")
             .rejection_cooldown(Duration::ZERO)
             .store(store)
-            .build()
-            .expect("valid middleware");
+            .build();
         let (client, _) = client(middleware);
         workers::serve_rounds(client, env("RTR_API_URL"), REQUESTS_PER_ROUND).await;
     }
@@ -755,7 +767,9 @@ mod sqlite {
         let dir = TempDir::new();
         let table = "oauth_tokens";
         let server = AuthServer::start(Duration::from_secs(3600)).await;
-        let store = SqlTokenStore::sqlite(sqlite_pool(&dir.db()).await, key_ring());
+        let store = SqlTokenStore::sqlite(sqlite_pool(&dir.db()).await, key_ring())
+            .build()
+            .unwrap();
         store.migrate().await.unwrap();
         let first = record(bound(server.issue_grant(), &server), 1);
         assert_eq!(
@@ -796,7 +810,7 @@ mod sqlite {
         let pool = SqlitePoolOptions::new()
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(options);
-        let store = SqlTokenStore::sqlite(pool, key_ring());
+        let store = SqlTokenStore::sqlite(pool, key_ring()).build().unwrap();
         let error = store.load(&TokenKey::default()).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error:?}");
         assert!(error.is_transient());
@@ -821,7 +835,7 @@ mod postgres {
         let store = TestStore::new(std::sync::Arc::new(db.migrated_store(&table).await));
         let server = AuthServer::start(Duration::from_secs(3600)).await;
         let (client, _) = built_with_tokens(
-            builder(&server).shared_store(store.clone()),
+            builder(&server).store(store.clone()),
             server.issue_expired_grant(),
         )
         .await;
@@ -866,7 +880,8 @@ mod postgres {
             .await
             .expect("postgres pool");
         let holder = SqlTokenStore::postgres(pool, key_ring())
-            .with_table(&table)
+            .table(&table)
+            .build()
             .unwrap();
         let key = TokenKey::new("user-1");
         let held = holder.lock(&key).await.unwrap();
@@ -881,9 +896,11 @@ mod postgres {
         assert!(!killed.is_empty());
 
         let waiter = db
-            .store(&table)
+            .builder(&table)
             .await
-            .with_lock_timeout(Duration::from_secs(10));
+            .lock_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
         let taken = waiter.lock(&key).await.expect("lock of a dead session");
         drop(taken);
         drop(held);
@@ -896,7 +913,7 @@ mod postgres {
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy("postgres://postgres@127.0.0.1:1/test")
             .expect("valid url");
-        let store = SqlTokenStore::postgres(pool, key_ring());
+        let store = SqlTokenStore::postgres(pool, key_ring()).build().unwrap();
         let key = TokenKey::default();
         let error = store.load(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error:?}");

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use reqwest_token_refresh::{
-    Error, Event, TokenKey, TokenManager, TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder,
-    TokenSet,
-};
+use reqwest_token_refresh::{Error, Event, TokenKey, TokenManager, TokenManagerBuilder, TokenSet};
 use tokio::sync::mpsc;
 
 #[path = "gate.rs"]
@@ -17,21 +14,20 @@ pub mod gate;
 /// How long an awaited event may take before the test fails (a hang is a failure).
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A client using `middleware`, and the manager behind it.
-pub fn client(middleware: TokenRefreshMiddleware) -> (ClientWithMiddleware, TokenManager) {
-    let manager = middleware.manager().clone();
+/// A client using `manager`'s middleware, and the manager.
+pub fn client(manager: TokenManager) -> (ClientWithMiddleware, TokenManager) {
     let client = ClientBuilder::new(reqwest::Client::new())
-        .with(middleware)
+        .with(manager.middleware())
         .build();
     (client, manager)
 }
 
 /// A client using the middleware `builder` builds, whose default key starts with `tokens`.
 pub async fn built_with_tokens(
-    builder: TokenRefreshMiddlewareBuilder,
+    builder: TokenManagerBuilder,
     tokens: TokenSet,
 ) -> (ClientWithMiddleware, TokenManager) {
-    let (client, manager) = client(builder.build().expect("valid middleware"));
+    let (client, manager) = client(builder.build());
     manager
         .set_tokens(&TokenKey::default(), tokens)
         .await
@@ -41,11 +37,8 @@ pub async fn built_with_tokens(
 
 /// Adds a channel receiving every event of the middleware `builder` builds.
 pub fn events(
-    builder: TokenRefreshMiddlewareBuilder,
-) -> (
-    TokenRefreshMiddlewareBuilder,
-    mpsc::UnboundedReceiver<Event>,
-) {
+    builder: TokenManagerBuilder,
+) -> (TokenManagerBuilder, mpsc::UnboundedReceiver<Event>) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let builder = builder.on_event(move |event| {
         let _ = sender.send(event.clone());
@@ -72,10 +65,6 @@ pub async fn wait_for(
 
 /// The crate error inside a middleware error.
 pub fn token_error(error: &reqwest_middleware::Error) -> &Error {
-    match error {
-        reqwest_middleware::Error::Middleware(inner) => inner
-            .downcast_ref::<Error>()
-            .expect("a reqwest_token_refresh::Error"),
-        other => panic!("expected a middleware error, got {other}"),
-    }
+    Error::from_middleware(error)
+        .unwrap_or_else(|| panic!("expected a reqwest_token_refresh::Error, got {error}"))
 }

@@ -194,6 +194,10 @@ impl<R: TokenRefresher> TokenRefresher for GatedRefresher<R> {
         self.inner.issuer_binding()
     }
 
+    fn allows_http_loopback(&self) -> bool {
+        self.inner.allows_http_loopback()
+    }
+
     async fn refresh(
         &self,
         key: &TokenKey,

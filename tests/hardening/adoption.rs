@@ -26,16 +26,15 @@ async fn r26_invalid_grant_after_another_process_rotated_adopts_the_stored_token
         gate: Arc::clone(&store.gate),
     };
     let (a, a_manager, mut a_events) = client_with_events(
-        middleware(refresher, &server.uri()).shared_store(store.clone()),
+        middleware(refresher, &server.uri()).store(store.clone()),
         server.issue_expired_grant(),
     )
     .await;
     // Process B: same store, no pause.
     let (b, _) = client(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
 
     let entered = store.gate.arm(Point::TokenCall);
@@ -73,9 +72,8 @@ async fn r26_invalid_grant_with_nothing_newer_stored_is_terminal() {
     let store = TestStore::memory();
     let (client, manager) = client(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
     manager
         .set_tokens(&key(), server.issue_expired_grant())

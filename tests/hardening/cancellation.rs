@@ -28,7 +28,7 @@ async fn fixture() -> Fixture {
         gate: Arc::clone(&store.gate),
     };
     let (client, _, events) = client_with_events(
-        middleware(refresher, &server.uri()).shared_store(store.clone()),
+        middleware(refresher, &server.uri()).store(store.clone()),
         server.issue_expired_grant(),
     )
     .await;

@@ -27,10 +27,9 @@ fn with_initial(
 ) {
     client(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store)
+            .store(store)
             .initial_tokens(initial)
-            .build()
-            .unwrap(),
+            .build(),
     )
 }
 
@@ -125,15 +124,14 @@ async fn a_stale_rotation_never_overwrites_a_new_login() {
         gate: Arc::clone(&store.gate),
     };
     let (a, _a_manager) = built_with_tokens(
-        middleware(stale, &server.uri()).shared_store(store.clone()),
+        middleware(stale, &server.uri()).store(store.clone()),
         server.issue_expired_grant(),
     )
     .await;
     let (_, b_manager) = client(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
 
     let entered = store.gate.arm(Point::TokenCall);
@@ -176,21 +174,19 @@ async fn revoke_never_sends_or_deletes_tokens_issued_for_another_server() {
         .await;
     let store = TestStore::memory();
     let (_, a_manager) = built_with_tokens(
-        middleware(grant(&a_server.token_url()), &a_server.uri()).shared_store(store.clone()),
+        middleware(grant(&a_server.token_url()), &a_server.uri()).store(store.clone()),
         a_server.issue_grant(),
     )
     .await;
-    let b_grant = RefreshTokenGrant::builder(format!("{}/token", b_server.uri()))
-        .client_id("service-b")
+    let b_grant = RefreshTokenGrant::builder(format!("{}/token", b_server.uri()), "service-b")
         .revocation_endpoint(format!("{}/revoke", b_server.uri()))
         .danger_allow_http_loopback()
         .build()
         .unwrap();
     let (_, b_manager) = client(
         middleware(b_grant, &b_server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
 
     let result = b_manager.revoke(&key()).await;
@@ -218,9 +214,8 @@ async fn an_unbound_stored_record_is_refused_by_default() {
     let _ = store.save(&key(), &unbound.into(), None).await.unwrap();
     let (client, _) = client(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
     let error = failed_request(&client, server.api_url("a")).await;
     assert!(!error.is_transient(), "{error:?}");
@@ -237,6 +232,11 @@ struct BadAccessTokenRefresher;
 
 #[async_trait]
 impl TokenRefresher for BadAccessTokenRefresher {
+    /// Its API is a loopback test server.
+    fn allows_http_loopback(&self) -> bool {
+        true
+    }
+
     async fn refresh(
         &self,
         _key: &TokenKey,
@@ -274,8 +274,7 @@ async fn revoke_forgets_the_tokens_even_when_the_caller_gives_up() {
         .expect(1)
         .mount(&server)
         .await;
-    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()))
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()), "c")
         .revocation_endpoint(format!("{}/revoke", server.uri()))
         .danger_allow_http_loopback()
         .build()
@@ -360,8 +359,7 @@ async fn a_token_type_echoing_a_secret_is_redacted() {
         })))
         .mount(&server)
         .await;
-    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()))
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()), "c")
         .client_secret(reqwest_token_refresh::ClientSecret::new(
             "canary-client-secret",
         ))
@@ -386,10 +384,7 @@ fn a_malformed_endpoint_url_never_shows_its_password() {
         "https:/user:pa55@auth.example.com/token",
         "https:user:pa55@auth.example.com",
     ] {
-        let error = RefreshTokenGrant::builder(url)
-            .client_id("c")
-            .build()
-            .unwrap_err();
+        let error = RefreshTokenGrant::builder(url, "c").build().unwrap_err();
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains("pa55"), "{shown}");
     }

@@ -35,8 +35,7 @@ async fn outcome(
         .expect(1)
         .mount(&server)
         .await;
-    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()))
-        .client_id("hardening")
+    let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()), "hardening")
         .client_secret(ClientSecret::new(SECRET))
         .client_auth(auth)
         .danger_allow_http_loopback()

@@ -34,9 +34,8 @@ async fn refresh_against(status: u16, body: Vec<u8>) -> Error {
     let store = TestStore::memory();
     let (client, manager) = client(
         middleware(grant(&format!("{}/token", server.uri())), &server.uri())
-            .shared_store(store.clone())
-            .build()
-            .unwrap(),
+            .store(store.clone())
+            .build(),
     );
     manager.set_tokens(&key(), held()).await.unwrap();
     let before = store.stored().await.unwrap();
@@ -176,11 +175,8 @@ async fn r23_an_unsafe_token_from_a_proactive_refresh_never_reaches_the_api() {
         .expect(1)
         .mount(&server)
         .await;
-    let (client, manager) = client(
-        middleware(grant(&format!("{}/token", server.uri())), &server.uri())
-            .build()
-            .unwrap(),
-    );
+    let (client, manager) =
+        client(middleware(grant(&format!("{}/token", server.uri())), &server.uri()).build());
     // Due for a proactive refresh (inside the 60 s leeway) but still valid.
     let due = held().with_expires_at(SystemTime::now() + Duration::from_secs(30));
     manager.set_tokens(&key(), due).await.unwrap();
@@ -248,11 +244,8 @@ async fn r16_odd_expires_in_values_are_tolerated_without_a_refresh_storm() {
             .respond_with(ResponseTemplate::new(200))
             .mount(&server)
             .await;
-        let (client, manager) = client(
-            middleware(grant(&format!("{}/token", server.uri())), &server.uri())
-                .build()
-                .unwrap(),
-        );
+        let (client, manager) =
+            client(middleware(grant(&format!("{}/token", server.uri())), &server.uri()).build());
         manager.set_tokens(&key(), held()).await.unwrap();
         for _ in 0..5 {
             let response = client
@@ -275,8 +268,7 @@ async fn r16_odd_expires_in_values_are_tolerated_without_a_refresh_storm() {
 }
 
 fn limited_grant(url: &str, limit: usize, timeout: Duration) -> RefreshTokenGrant {
-    RefreshTokenGrant::builder(format!("{url}/token"))
-        .client_id("hardening")
+    RefreshTokenGrant::builder(format!("{url}/token"), "hardening")
         .max_response_bytes(limit)
         .timeout(timeout)
         .danger_allow_http_loopback()

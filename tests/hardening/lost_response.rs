@@ -22,13 +22,12 @@ async fn ambiguous(reuse: Reuse) -> (MiniAs, reqwest_middleware::ClientWithMiddl
         ..AsConfig::default()
     })
     .await;
-    let grant = RefreshTokenGrant::builder(server.token_url())
-        .client_id("c")
+    let grant = RefreshTokenGrant::builder(server.token_url(), "c")
         .timeout(Duration::from_millis(200))
         .danger_allow_http_loopback()
         .build()
         .unwrap();
-    let (client, manager) = client(middleware(grant, &server.uri()).build().unwrap());
+    let (client, manager) = client(middleware(grant, &server.uri()).build());
     manager
         .set_tokens(&key(), server.issue_expired_grant())
         .await

@@ -22,7 +22,7 @@ async fn fixture(cooldown: std::time::Duration) -> Fixture {
     let store = TestStore::memory();
     let (client, manager, events) = client_with_events(
         middleware(grant(&server.token_url()), &server.uri())
-            .shared_store(store.clone())
+            .store(store.clone())
             .rejection_cooldown(cooldown),
         server.issue_expired_grant(),
     )
@@ -144,9 +144,8 @@ async fn inv5_an_unsaved_rotation_never_overwrites_a_newer_login_made_elsewhere(
     let shared = f.store.clone();
     let (_, b) = client(
         middleware(grant(&f.server.token_url()), &f.server.uri())
-            .shared_store(shared.clone())
-            .build()
-            .unwrap(),
+            .store(shared.clone())
+            .build(),
     );
     f.store.fail_saves(1);
     let response = f.client.get(f.server.api_url("me")).send().await.unwrap();

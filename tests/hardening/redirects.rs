@@ -35,8 +35,7 @@ async fn the_token_endpoint_never_follows_a_redirect() {
                 .expect(1)
                 .mount(&server)
                 .await;
-            let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()))
-                .client_id("c")
+            let grant = RefreshTokenGrant::builder(format!("{}/token", server.uri()), "c")
                 .client_secret(ClientSecret::new("client-secret-r"))
                 .client_auth(auth)
                 .danger_allow_http_loopback()

@@ -55,8 +55,7 @@ async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
     let (client, manager) = client(
         middleware(grant(&server.token_url()), &api.uri())
             .rejection_cooldown(Duration::from_millis(300))
-            .build()
-            .unwrap(),
+            .build(),
     );
     manager
         .set_tokens(&key(), server.issue_grant())

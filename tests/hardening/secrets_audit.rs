@@ -123,8 +123,7 @@ async fn servers() -> (MockServer, MockServer) {
 async fn scenarios(audit: &mut Audit) -> (MockServer, MockServer) {
     let (auth, api) = servers().await;
     let grant = |auth_method| {
-        RefreshTokenGrant::builder(format!("{}/token", auth.uri()))
-            .client_id("audit")
+        RefreshTokenGrant::builder(format!("{}/token", auth.uri()), "audit")
             .client_secret(ClientSecret::new(SECRET))
             .client_auth(auth_method)
             .danger_allow_http_loopback()
@@ -147,7 +146,7 @@ async fn scenarios(audit: &mut Audit) -> (MockServer, MockServer) {
         "builder",
         format!(
             "{:?}",
-            RefreshTokenGrant::builder("https://a.example/t")
+            RefreshTokenGrant::builder("https://a.example/t", "c")
                 .client_secret(ClientSecret::new(SECRET))
         ),
     );
@@ -158,13 +157,13 @@ async fn scenarios(audit: &mut Audit) -> (MockServer, MockServer) {
         audit.debug("grant", &grant);
         let (builder, mut events) = events(
             middleware(grant, &api.uri())
-                .shared_store(store.clone())
+                .store(store.clone())
                 .rejection_cooldown(Duration::ZERO),
         );
-        let middleware = builder.build().unwrap();
-        audit.debug("middleware", &middleware);
-        let (client, manager) = client(middleware);
+        let manager = builder.build();
+        audit.debug("middleware", &manager.middleware());
         audit.debug("manager", &manager);
+        let (client, manager) = client(manager);
         manager.set_tokens(&key(), tokens.clone()).await.unwrap();
 
         // 401 -> refresh (rotation) -> replay; the first save fails.
@@ -212,11 +211,7 @@ async fn scenarios(audit: &mut Audit) -> (MockServer, MockServer) {
         })))
         .mount(&broken)
         .await;
-    let (client, manager) = client(
-        middleware(grant_for(&broken), &broken.uri())
-            .build()
-            .unwrap(),
-    );
+    let (client, manager) = client(middleware(grant_for(&broken), &broken.uri()).build());
     manager
         .set_tokens(
             &key(),
@@ -241,8 +236,7 @@ async fn scenarios(audit: &mut Audit) -> (MockServer, MockServer) {
 }
 
 fn grant_for(server: &MockServer) -> RefreshTokenGrant {
-    RefreshTokenGrant::builder(format!("{}/token", server.uri()))
-        .client_id("audit")
+    RefreshTokenGrant::builder(format!("{}/token", server.uri()), "audit")
         .client_secret(ClientSecret::new(SECRET))
         .danger_allow_http_loopback()
         .build()
@@ -280,7 +274,9 @@ async fn file_store(audit: &mut Audit, tokens: &TokenSet) {
     let dir = std::env::temp_dir().join(format!("rtr-audit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tokens.json");
-    let store = FileTokenStore::new(&file);
+    let store = FileTokenStore::builder(&file)
+        .build()
+        .expect("valid token file path");
     audit.debug("file store", &store);
     let record = reqwest_token_refresh::TokenRecord::Tokens(tokens.clone());
     let _ = store.save(&key(), &record, None).await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{
     AccessToken, Error, RefreshToken, RefreshTokenGrant, TokenKey, TokenManager,
-    TokenRefreshMiddleware, TokenRefreshMiddlewareBuilder, TokenRefresher, TokenSet,
+    TokenManagerBuilder, TokenRefresher, TokenSet,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path, path_regex};
@@ -291,26 +291,21 @@ pub fn bearer(request: &Request) -> Option<String> {
 // Clients
 
 pub fn grant(token_url: &str) -> RefreshTokenGrant {
-    RefreshTokenGrant::builder(token_url)
-        .client_id("hardening")
+    RefreshTokenGrant::builder(token_url, "hardening")
         .danger_allow_http_loopback()
         .build()
         .expect("valid grant")
 }
 
-pub fn middleware(refresher: impl TokenRefresher, origin: &str) -> TokenRefreshMiddlewareBuilder {
-    TokenRefreshMiddleware::builder(refresher)
+pub fn middleware(refresher: impl TokenRefresher, origin: &str) -> TokenManagerBuilder {
+    TokenManager::builder(refresher)
         .allow_origin(origin)
-        .danger_allow_http_loopback()
+        .expect("valid origin")
 }
 
 /// A client of `server`'s API (default settings) whose default key starts with `tokens`.
 pub async fn client_for(server: &MiniAs, tokens: TokenSet) -> (ClientWithMiddleware, TokenManager) {
-    let (client, manager) = client(
-        middleware(grant(&server.token_url()), &server.uri())
-            .build()
-            .unwrap(),
-    );
+    let (client, manager) = client(middleware(grant(&server.token_url()), &server.uri()).build());
     manager.set_tokens(&key(), tokens).await.unwrap();
     (client, manager)
 }
@@ -327,7 +322,7 @@ pub async fn client_with_store(
     tokens: TokenSet,
 ) -> (ClientWithMiddleware, TokenManager, Arc<TestStore>) {
     let store = TestStore::memory();
-    let builder = middleware(refresher, origin).shared_store(store.clone());
+    let builder = middleware(refresher, origin).store(store.clone());
     let (client, manager) = built_with_tokens(builder, tokens).await;
     (client, manager, store)
 }
@@ -335,7 +330,7 @@ pub async fn client_with_store(
 /// A client using the middleware `builder` builds, the channel receiving its events, and its
 /// manager, whose default key starts with `tokens`.
 pub async fn client_with_events(
-    builder: TokenRefreshMiddlewareBuilder,
+    builder: TokenManagerBuilder,
     tokens: TokenSet,
 ) -> (
     ClientWithMiddleware,

@@ -70,7 +70,7 @@ pub(super) fn is_contention(error: &sqlx::Error) -> bool {
 fn classify(error: &sqlx::Error) -> Cause {
     match error {
         sqlx::Error::Database(database) => {
-            let code = database.code().map(|code| code.into_owned());
+            let code = database.code().map(std::borrow::Cow::into_owned);
             let code = code.as_deref();
             if is_sqlite(database.as_ref()) {
                 code.and_then(|code| code.parse().ok())

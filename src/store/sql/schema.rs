@@ -1,6 +1,6 @@
 //! The table name, checked once, and the schema files shipped with the crate.
 
-use crate::store::{StoreError, StoreErrorKind};
+use crate::error::ConfigError;
 
 /// The PostgreSQL schema; `{table}` is replaced by the quoted table name.
 #[cfg(feature = "postgres")]
@@ -39,12 +39,10 @@ impl Default for Table {
 }
 
 impl Table {
-    pub(super) fn parse(name: &str) -> Result<Self, StoreError> {
-        let invalid = |why: &str| {
-            StoreError::new(
-                StoreErrorKind::Misconfigured,
-                format!("invalid table name `{}`: {why}", name.escape_debug()),
-            )
+    pub(super) fn parse(name: &str) -> Result<Self, ConfigError> {
+        let invalid = |why: &str| ConfigError::Store {
+            setting: "table",
+            reason: format!("invalid table name `{}`: {why}", name.escape_debug()),
         };
         let parts: Vec<&str> = name.split('.').collect();
         if parts.len() > 2 {
@@ -162,7 +160,16 @@ mod tests {
             &"t".repeat(60),
         ] {
             let error = Table::parse(name).unwrap_err();
-            assert_eq!(error.kind(), StoreErrorKind::Misconfigured, "{name}");
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Store {
+                        setting: "table",
+                        ..
+                    }
+                ),
+                "{name}: {error}"
+            );
         }
     }
 
