@@ -10,7 +10,7 @@ use reqwest::Response;
 ///
 /// ```
 /// use reqwest::Response;
-/// use reqwest_token_refresh::{default_is_token_rejected, TokenRejection};
+/// use reqwest_token_refresh::{DefaultTokenRejection, TokenRejection};
 ///
 /// /// This API answers 403 with `{"code":"token_expired"}`, and we check a header for it.
 /// struct ExpiredOn403;
@@ -18,7 +18,7 @@ use reqwest::Response;
 /// impl TokenRejection for ExpiredOn403 {
 ///     fn is_token_rejected(&self, response: &Response) -> bool {
 ///         response.status() == 403 && response.headers().contains_key("x-token-expired")
-///             || default_is_token_rejected(response)
+///             || DefaultTokenRejection.is_token_rejected(response)
 ///     }
 /// }
 /// ```
@@ -27,17 +27,7 @@ pub trait TokenRejection: Send + Sync + 'static {
     fn is_token_rejected(&self, response: &Response) -> bool;
 }
 
-/// The default [`TokenRejection`]: [`default_is_token_rejected`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultTokenRejection;
-
-impl TokenRejection for DefaultTokenRejection {
-    fn is_token_rejected(&self, response: &Response) -> bool {
-        default_is_token_rejected(response)
-    }
-}
-
-/// The RFC 6750 §3.1 reading of a response:
+/// The default [`TokenRejection`], the RFC 6750 §3.1 reading of a response:
 ///
 /// | response | rejected? |
 /// |---|---|
@@ -46,7 +36,16 @@ impl TokenRejection for DefaultTokenRejection {
 /// | 401, `Bearer error="insufficient_scope"` or any other error | no |
 /// | 401 with only non-Bearer challenges (`DPoP`, `Basic`) | no |
 /// | any other status (403, 400, …) | no |
-pub fn default_is_token_rejected(response: &Response) -> bool {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultTokenRejection;
+
+impl TokenRejection for DefaultTokenRejection {
+    fn is_token_rejected(&self, response: &Response) -> bool {
+        is_token_rejected(response)
+    }
+}
+
+fn is_token_rejected(response: &Response) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         && challenges_reject_token(
             response

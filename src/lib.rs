@@ -144,7 +144,7 @@ pub mod test_util;
 mod token;
 mod url_policy;
 
-pub use classify::{default_is_token_rejected, DefaultTokenRejection, TokenRejection};
+pub use classify::{DefaultTokenRejection, TokenRejection};
 pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use error::{
     ConfigError, Error, ErrorCode, InvalidResponse, OAuthError, ReauthorizationReason,

@@ -198,7 +198,10 @@ proptest! {
                 .header("www-authenticate", value)
                 .body(Vec::<u8>::new())
                 .unwrap();
-            let _ = reqwest_token_refresh::default_is_token_rejected(&reqwest::Response::from(response));
+            let _ = reqwest_token_refresh::TokenRejection::is_token_rejected(
+                &reqwest_token_refresh::DefaultTokenRejection,
+                &reqwest::Response::from(response),
+            );
         }
     }
 }

@@ -38,27 +38,29 @@ const SAY: &str = "@@";
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A fresh directory (mode 0755, as a home directory usually is), removed on drop.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "rtr-file-store-{}-{:x}",
-            std::process::id(),
-            random()
-        ));
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rtr-file-store-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         Self(dir)
     }
 
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
     fn file(&self) -> PathBuf {
-        self.0.join("tokens.json")
+        self.path().join("tokens.json")
     }
 
     fn temp_files(&self) -> Vec<OsString> {
-        fs::read_dir(&self.0)
+        fs::read_dir(self.path())
             .unwrap()
             .map(|entry| entry.unwrap().file_name())
             .filter(|name| name.to_string_lossy().starts_with(".tokens.json.tmp-"))
@@ -68,8 +70,8 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
-        let _ = fs::remove_dir_all(&self.0);
+        // A test may have made it read-only; the removal needs it writable again.
+        let _ = fs::set_permissions(self.path(), fs::Permissions::from_mode(0o755));
     }
 }
 
@@ -396,7 +398,7 @@ fn child_crash_writer() {
 #[test]
 fn d6_files_are_created_0600_even_with_umask_000() {
     let dir = TempDir::new();
-    let file = dir.0.join("config/app/tokens.json");
+    let file = dir.path().join("config/app/tokens.json");
     let output = child_command("child_umask_writer")
         .env(FILE, &file)
         .output()
@@ -404,8 +406,8 @@ fn d6_files_are_created_0600_even_with_umask_000() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("{SAY}saved")));
     assert_eq!(mode(&file), 0o600);
-    assert_eq!(mode(&dir.0.join("config/app/tokens.json.lock")), 0o600);
-    assert_eq!(mode(&dir.0.join("config/app")), 0o700);
+    assert_eq!(mode(&dir.path().join("config/app/tokens.json.lock")), 0o600);
+    assert_eq!(mode(&dir.path().join("config/app")), 0o700);
 }
 
 #[test]
@@ -441,7 +443,7 @@ fn child_umask_writer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_store_contract() {
     let dir = TempDir::new();
-    let (file, lock) = (dir.file(), dir.0.join("tokens.json.lock"));
+    let (file, lock) = (dir.file(), dir.path().join("tokens.json.lock"));
     let make = {
         let file = file.clone();
         move || {
@@ -503,7 +505,7 @@ async fn d6_a_symlinked_token_file_is_refused() {
         .start()
         .await;
     let dir = TempDir::new();
-    let real = dir.0.join("elsewhere.json");
+    let real = dir.path().join("elsewhere.json");
     log_in(&server, &real).await;
     std::os::unix::fs::symlink(&real, dir.file()).unwrap();
 
@@ -590,12 +592,12 @@ async fn d6_an_unwritable_directory_keeps_the_old_file_and_the_new_tokens_serve_
     let root = unsafe { libc::geteuid() } == 0;
     let mut command = child_command("child_unwritable_dir");
     if root {
-        for path in [dir.file(), dir.0.join("tokens.json.lock")] {
+        for path in [dir.file(), dir.path().join("tokens.json.lock")] {
             std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
         }
         command.env(DROP_TO_UID, NOBODY.to_string());
     } else {
-        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o500)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
     }
     // The access token in the file is rejected: the child must refresh and then fail to save.
     server.reject_current_access_tokens();
@@ -612,7 +614,7 @@ async fn d6_an_unwritable_directory_keeps_the_old_file_and_the_new_tokens_serve_
     assert_eq!(said, "served ok=21 failed=0 persist_failed=unavailable");
     assert!(child.wait().await.unwrap().success());
 
-    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(fs::read(dir.file()).unwrap(), before, "old file intact");
     assert_eq!(dir.temp_files(), Vec::<OsString>::new());
     assert_eq!(server.refresh_calls(), 1);
@@ -664,7 +666,7 @@ fn child_unwritable_dir() {
 #[tokio::test]
 async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without_hanging() {
     let dir = TempDir::new();
-    let file = dir.0.join("tokens.json");
+    let file = dir.path().join("tokens.json");
     let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system node.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
@@ -678,10 +680,10 @@ async fn a_fifo_or_symlink_in_place_of_the_token_or_lock_file_is_refused_without
 
     // A dangling symlink where the lock file goes: refused, and nothing created at its target.
     let other = TempDir::new();
-    let target = other.0.join("created-through-the-link");
+    let target = other.path().join("created-through-the-link");
     let lock_dir = TempDir::new();
-    std::os::unix::fs::symlink(&target, lock_dir.0.join("tokens.json.lock")).unwrap();
-    let store = FileTokenStore::builder(lock_dir.0.join("tokens.json"))
+    std::os::unix::fs::symlink(&target, lock_dir.path().join("tokens.json.lock")).unwrap();
+    let store = FileTokenStore::builder(lock_dir.path().join("tokens.json"))
         .build()
         .expect("valid token file path");
     let error = store.lock(&TokenKey::default()).await.unwrap_err();

@@ -1,13 +1,17 @@
+//! The fixtures every module of this test binary shares: clients and their events
+//! (`helpers/client.rs`), fault injection around real parts (`helpers/gate.rs`), and middleware
+//! builders wired to the crate's test kit (`AuthServer`).
+
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_token_refresh::{RefreshTokenGrant, TokenManager, TokenManagerBuilder};
 
 use crate::auth_server::AuthServer;
 
-#[path = "../common/client.rs"]
-mod shared;
+mod client;
+mod gate;
 
-pub use shared::gate::{reached, Point, TestStore};
-pub use shared::{built_with_tokens, client, events, token_error, wait_for};
+pub use client::{built_with_tokens, client, events, token_error, wait_for, WAIT};
+pub use gate::{reached, GatedRefresher, Point, TestStore};
 
 /// A middleware builder wired to `server`'s token endpoint and API origin.
 pub fn builder(server: &AuthServer) -> TokenManagerBuilder {

@@ -1,6 +1,8 @@
 //! Integration tests: real loopback servers (wiremock), counted calls, no sleeps for correctness.
 //! Test names say what they prove; some start with the id of the rule they check in the
-//! project's requirements (`r…` from the RFCs, `d…` derived from them).
+//! project's requirements (`r…` from the RFCs, `d…` derived from them). The hardening suite
+//! (hostile servers, faults, cancellation) is the module `hardening`; the fixtures every module
+//! shares are in `helpers`.
 
 mod auth_server;
 mod client_credentials;
@@ -9,7 +11,9 @@ mod discovery;
 mod errors;
 #[cfg(feature = "file")]
 mod file_store;
+mod hardening;
 mod helpers;
+mod http_client;
 mod injection;
 #[cfg(feature = "redis")]
 mod redis_store;

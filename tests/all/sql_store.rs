@@ -249,25 +249,21 @@ impl Db {
 
 /// A directory removed on drop.
 #[cfg(feature = "sqlite")]
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 #[cfg(feature = "sqlite")]
 impl TempDir {
     fn new() -> Self {
-        let path = std::env::temp_dir().join(unique("rtr_sql"));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
+        Self(
+            tempfile::Builder::new()
+                .prefix("rtr_sql")
+                .tempdir()
+                .expect("temp dir"),
+        )
     }
 
     fn db(&self) -> PathBuf {
-        self.0.join("tokens.db")
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join("tokens.db")
     }
 }
 
@@ -806,7 +802,8 @@ mod sqlite {
     async fn an_unreachable_database_is_unavailable() {
         use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
         let dir = TempDir::new();
-        let options = SqliteConnectOptions::new().filename(dir.0.join("missing-dir/tokens.db"));
+        let options =
+            SqliteConnectOptions::new().filename(dir.0.path().join("missing-dir/tokens.db"));
         let pool = SqlitePoolOptions::new()
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(options);

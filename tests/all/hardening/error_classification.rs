@@ -11,7 +11,7 @@ use reqwest_token_refresh::{
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 const REFRESH: &str = "rt-echo-Zq81";
 const SECRET: &str = "secret-echo-P4x0";

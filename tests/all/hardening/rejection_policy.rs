@@ -8,7 +8,7 @@ use futures::future::join_all;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 async fn burst(
     client: &reqwest_middleware::ClientWithMiddleware,
@@ -21,12 +21,12 @@ async fn burst(
 
 #[tokio::test]
 async fn r34_many_401s_for_one_generation_cost_one_refresh() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let (client, _) = client_for(&server, server.issue_grant()).await;
-    server.reject_access_tokens();
+    server.reject_current_access_tokens();
     let statuses = burst(&client, &server.api_url("x"), 32).await;
     assert_eq!(statuses, vec![200; 32]);
-    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.refresh_calls(), 1);
     assert!(
         server.api_calls() <= 64,
         "each request reaches the API at most twice: {} API calls",
@@ -50,7 +50,7 @@ async fn hostile_api() -> MockServer {
 
 #[tokio::test]
 async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let api = hostile_api().await;
     let (client, manager) = client(
         middleware(grant(&server.token_url()), &api.uri())
@@ -65,7 +65,7 @@ async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
     for _ in 0..3 {
         assert_eq!(burst(&client, &url, 16).await, vec![401; 16]);
     }
-    assert_eq!(server.token_calls(), 1, "within the cooldown");
+    assert_eq!(server.refresh_calls(), 1, "within the cooldown");
     let requests = api.received_requests().await.unwrap().len();
     assert!(
         requests <= 2 * 48,
@@ -77,7 +77,7 @@ async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
         assert_eq!(burst(&client, &url, 16).await, vec![401; 16]);
     }
     assert_eq!(
-        server.token_calls(),
+        server.refresh_calls(),
         2,
         "one more after the cooldown, no more"
     );
@@ -86,7 +86,7 @@ async fn d10_a_server_rejecting_every_token_costs_one_call_per_cooldown() {
 
 #[tokio::test]
 async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     Mock::given(path("/api/slow"))
         .respond_with(
             ResponseTemplate::new(401)
@@ -94,10 +94,10 @@ async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
                 .set_delay(Duration::from_millis(300)),
         )
         .with_priority(1)
-        .mount(&server.server)
+        .mount(server.mock_server())
         .await;
     let (client, _) = client_for(&server, server.issue_grant()).await;
-    server.reject_access_tokens();
+    server.reject_current_access_tokens();
     let slow_client = client.clone();
     let slow_url = server.api_url("slow");
     let slow = tokio::spawn(async move { slow_client.get(slow_url).send().await });
@@ -107,9 +107,9 @@ async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
     assert_eq!(fast.status(), 200);
     let slow = slow.await.unwrap().unwrap();
     assert_eq!(slow.status(), 401, "the replay's answer is returned as is");
-    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.refresh_calls(), 1);
     let slow_tokens: Vec<_> = server
-        .server
+        .mock_server()
         .received_requests()
         .await
         .unwrap()
@@ -126,9 +126,9 @@ async fn d10_a_late_401_for_an_old_generation_replays_without_refreshing() {
 
 #[tokio::test]
 async fn d11_a_streaming_body_is_not_replayed_and_causes_no_refresh_loop() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let (client, _) = client_for(&server, server.issue_grant()).await;
-    server.reject_access_tokens();
+    server.reject_current_access_tokens();
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>("chunk")]);
     let response = client
         .post(server.api_url("upload"))

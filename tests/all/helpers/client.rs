@@ -1,15 +1,11 @@
-//! Client fixtures shared by the integration test binaries (`tests/all`, `tests/hardening`),
-//! which include this file with `#[path]`.
-#![allow(dead_code)]
+//! Client fixtures: a client over a middleware, its events, and the crate error inside a
+//! middleware error.
 
 use std::time::Duration;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::{Error, Event, TokenKey, TokenManager, TokenManagerBuilder, TokenSet};
 use tokio::sync::mpsc;
-
-#[path = "gate.rs"]
-pub mod gate;
 
 /// How long an awaited event may take before the test fails (a hang is a failure).
 pub const WAIT: Duration = Duration::from_secs(10);

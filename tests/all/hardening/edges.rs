@@ -14,11 +14,11 @@ use reqwest_token_refresh::{
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 /// A middleware of `server` over `store`, built with `initial` as its initial tokens.
 fn with_initial(
-    server: &MiniAs,
+    server: &AuthServer,
     store: Arc<dyn TokenStore>,
     initial: TokenSet,
 ) -> (
@@ -41,7 +41,7 @@ async fn succeeds(client: &reqwest_middleware::ClientWithMiddleware, url: String
 
 #[tokio::test]
 async fn initial_tokens_are_not_seeded_again_after_a_logout() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
     let t0 = server.issue_expired_grant();
     let (first, first_manager) = with_initial(&server, Arc::clone(&store), t0.clone());
@@ -53,7 +53,7 @@ async fn initial_tokens_are_not_seeded_again_after_a_logout() {
     let error = failed_request(&second, server.api_url("b")).await;
     assert!(error.is_reauthorization_required(), "{error:?}");
     assert_eq!(
-        server.presented(),
+        server.presented_refresh_tokens(),
         vec!["rt-1"],
         "T0's refresh token sent again"
     );
@@ -62,13 +62,13 @@ async fn initial_tokens_are_not_seeded_again_after_a_logout() {
 
 #[tokio::test]
 async fn initial_tokens_are_not_seeded_again_after_invalid_grant() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
     let t0 = server.issue_expired_grant();
     let (first, _) = with_initial(&server, Arc::clone(&store), t0.clone());
     succeeds(&first, server.api_url("a")).await;
-    server.revoke();
-    server.reject_access_tokens();
+    server.revoke_grant();
+    server.reject_current_access_tokens();
     let error = failed_request(&first, server.api_url("b")).await;
     assert!(error.is_reauthorization_required(), "{error:?}");
 
@@ -76,7 +76,7 @@ async fn initial_tokens_are_not_seeded_again_after_invalid_grant() {
     let error = failed_request(&second, server.api_url("c")).await;
     assert!(error.is_reauthorization_required(), "{error:?}");
     assert_eq!(
-        server.presented(),
+        server.presented_refresh_tokens(),
         vec!["rt-1", "rt-2"],
         "T0's refresh token sent again"
     );
@@ -87,7 +87,7 @@ async fn initial_tokens_are_not_seeded_again_after_invalid_grant() {
 /// seeded then either.
 #[tokio::test]
 async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
     let t0 = server.issue_expired_grant();
     // Another process ran first: it rotated T0 to T1 and stored T1.
@@ -96,8 +96,8 @@ async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
     // This process starts later with the same initial tokens and adopts T1.
     let (client, _) = with_initial(&server, Arc::clone(&store), t0);
     succeeds(&client, server.api_url("b")).await;
-    server.revoke();
-    server.reject_access_tokens();
+    server.revoke_grant();
+    server.reject_current_access_tokens();
     let error = failed_request(&client, server.api_url("c")).await;
     assert!(error.is_reauthorization_required(), "{error:?}");
 
@@ -105,7 +105,7 @@ async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
     let error = failed_request(&client, server.api_url("d")).await;
     assert!(error.is_reauthorization_required(), "{error:?}");
     assert_eq!(
-        server.presented(),
+        server.presented_refresh_tokens(),
         vec!["rt-1", "rt-2"],
         "T0's refresh token sent again"
     );
@@ -116,7 +116,7 @@ async fn initial_tokens_are_not_seeded_by_the_recheck_after_invalid_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_rotation_never_overwrites_a_new_login() {
     // Several grants (users) at one server.
-    let server = kit::MockAuthorizationServer::start(Duration::from_secs(3600)).await;
+    let server = AuthServer::start(Duration::from_secs(3600)).await;
     let store = TestStore::memory();
     store.without_lock();
     let stale = GatedRefresher {
@@ -164,7 +164,7 @@ async fn a_stale_rotation_never_overwrites_a_new_login() {
 /// its own revocation endpoint, and never deletes A's record.
 #[tokio::test]
 async fn revoke_never_sends_or_deletes_tokens_issued_for_another_server() {
-    let a_server = MiniAs::strict().await;
+    let a_server = AuthServer::builder().start().await;
     let b_server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/revoke"))
@@ -202,11 +202,7 @@ async fn revoke_never_sends_or_deletes_tokens_issued_for_another_server() {
 /// its refresh token must not go to whichever server this middleware talks to.
 #[tokio::test]
 async fn an_unbound_stored_record_is_refused_by_default() {
-    let server = MiniAs::start(AsConfig {
-        expected_token_calls: Some(0),
-        ..AsConfig::default()
-    })
-    .await;
+    let server = AuthServer::builder().expect_refresh_calls(0).start().await;
     let store = TestStore::memory();
     let unbound = TokenSet::new(AccessToken::new("at-x"))
         .with_refresh_token(RefreshToken::new("rt-from-elsewhere"))
@@ -223,7 +219,7 @@ async fn an_unbound_stored_record_is_refused_by_default() {
         error.to_string().contains("issued_for") || error.to_string().contains("unbound"),
         "the error names the fix: {error}"
     );
-    assert!(server.presented().is_empty());
+    assert!(server.presented_refresh_tokens().is_empty());
 }
 
 /// A refresher of the application's own that rotates the refresh token but hands back an access
@@ -303,9 +299,9 @@ async fn revoke_forgets_the_tokens_even_when_the_caller_gives_up() {
 
 #[tokio::test]
 async fn a_rejected_streaming_request_still_refreshes_for_the_next_one() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let (client, _) = client_for(&server, server.issue_grant()).await;
-    server.reject_access_tokens();
+    server.reject_current_access_tokens();
     let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>("chunk")]).boxed();
     let response = client
         .post(server.api_url("upload"))
@@ -314,7 +310,11 @@ async fn a_rejected_streaming_request_still_refreshes_for_the_next_one() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401, "a stream cannot be replayed");
-    assert_eq!(server.token_calls(), 1, "the rejection refreshed the token");
+    assert_eq!(
+        server.refresh_calls(),
+        1,
+        "the rejection refreshed the token"
+    );
     let calls = server.api_calls();
     let response = client.get(server.api_url("next")).send().await.unwrap();
     assert_eq!(response.status(), 200);

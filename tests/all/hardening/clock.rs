@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use reqwest_token_refresh::{AccessToken, RefreshToken, TokenSet};
 
-use crate::support::*;
+use super::support::*;
 
 async fn burst(client: &reqwest_middleware::ClientWithMiddleware, url: &str, count: usize) {
     let statuses = join_all(
@@ -21,11 +21,7 @@ async fn burst(client: &reqwest_middleware::ClientWithMiddleware, url: &str, cou
 #[tokio::test]
 async fn r16_expiry_is_measured_from_the_time_the_request_was_sent() {
     let delay = Duration::from_millis(400);
-    let server = MiniAs::start(AsConfig {
-        delay,
-        ..AsConfig::default()
-    })
-    .await;
+    let server = AuthServer::builder().token_delay(delay).start().await;
     let (client, manager) = client_for(&server, server.issue_expired_grant()).await;
     let before = SystemTime::now();
     client.get(server.api_url("x")).send().await.unwrap();
@@ -43,7 +39,7 @@ async fn r16_expiry_is_measured_from_the_time_the_request_was_sent() {
     );
 }
 
-fn tokens_from(server: &MiniAs, issued: SystemTime, expires: SystemTime) -> TokenSet {
+fn tokens_from(server: &AuthServer, issued: SystemTime, expires: SystemTime) -> TokenSet {
     let grant = server.issue_grant();
     TokenSet::new(AccessToken::new(grant.access_token().secret()))
         .with_refresh_token(RefreshToken::new(grant.refresh_token().unwrap().secret()))
@@ -72,7 +68,7 @@ impl PipeIssued for TokenSet {
 
 #[tokio::test]
 async fn a_clock_that_jumped_forward_costs_one_refresh_not_a_storm() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     // Issued "a day ago" by our clock: the token looks long expired.
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
@@ -80,35 +76,35 @@ async fn a_clock_that_jumped_forward_costs_one_refresh_not_a_storm() {
     let (client, manager) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
     burst(&client, &server.api_url("y"), 24).await;
-    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.refresh_calls(), 1);
     let held = manager.tokens(&key()).await.unwrap().unwrap();
     assert!(held.expires_at().unwrap() > SystemTime::now() + Duration::from_secs(3000));
 }
 
 #[tokio::test]
 async fn a_clock_that_jumped_backward_refreshes_nothing_until_rejected_once() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     // Issued "tomorrow" by our clock (it jumped back a day after the login).
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
     let tokens = tokens_from(&server, now + day, now + day + Duration::from_secs(3600));
     let (client, _) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
-    assert_eq!(server.token_calls(), 0, "not due by our clock");
+    assert_eq!(server.refresh_calls(), 0, "not due by our clock");
     // The server's clock says it has expired: one 401-driven refresh for all.
-    server.reject_access_tokens();
+    server.reject_current_access_tokens();
     burst(&client, &server.api_url("y"), 24).await;
-    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.refresh_calls(), 1);
 }
 
 #[tokio::test]
 async fn inconsistent_timestamps_cost_one_refresh() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     // Expires before it was issued: the lifetime is unknowable, the token is simply expired.
     let now = SystemTime::now();
     let tokens = tokens_from(&server, now, now - Duration::from_secs(60));
     let (client, _) = client_for(&server, tokens).await;
     burst(&client, &server.api_url("x"), 24).await;
     burst(&client, &server.api_url("x"), 24).await;
-    assert_eq!(server.token_calls(), 1);
+    assert_eq!(server.refresh_calls(), 1);
 }

@@ -11,7 +11,7 @@ use reqwest_token_refresh::{
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn the_token_endpoint_never_follows_a_redirect() {
@@ -58,12 +58,12 @@ async fn the_token_endpoint_never_follows_a_redirect() {
 }
 
 /// An API at an allowed origin that redirects everything to `target`.
-async fn redirecting_api(target: &str, status: u16) -> MiniAs {
-    let server = MiniAs::strict().await;
+async fn redirecting_api(target: &str, status: u16) -> AuthServer {
+    let server = AuthServer::builder().start().await;
     Mock::given(path("/api/moved"))
         .respond_with(ResponseTemplate::new(status).insert_header("location", target))
         .with_priority(1)
-        .mount(&server.server)
+        .mount(server.mock_server())
         .await;
     server
 }
@@ -114,7 +114,7 @@ async fn d12_a_401_from_another_origin_after_a_redirect_triggers_no_refresh() {
     let response = client.get(server.api_url("moved")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
-        server.token_calls(),
+        server.refresh_calls(),
         0,
         "another origin's 401 refreshed our token"
     );
@@ -127,7 +127,7 @@ async fn d12_a_401_from_another_origin_after_a_redirect_triggers_no_refresh() {
 
 #[tokio::test]
 async fn tokens_never_go_to_origins_that_differ_only_by_port_or_scheme() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let other = MockServer::start().await;
     Mock::given(any())
         .respond_with(ResponseTemplate::new(200))
@@ -151,7 +151,14 @@ async fn tokens_never_go_to_origins_that_differ_only_by_port_or_scheme() {
         .await
         .unwrap()
         .iter()
-        .chain(server.server.received_requests().await.unwrap().iter())
+        .chain(
+            server
+                .mock_server()
+                .received_requests()
+                .await
+                .unwrap()
+                .iter(),
+        )
         .filter(|request| {
             request.url.host_str() != Some("127.0.0.1") || request.url.port() != Some(port)
         })

@@ -19,7 +19,7 @@ use reqwest_token_refresh::{
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 const AT: &str = "canaryAT7f3aQ";
 const AT2: &str = "canaryAT2b8eW";

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use futures::future::join_all;
 use reqwest_token_refresh::Event;
 
-use crate::support::*;
+use super::support::*;
 
 struct Fixture {
-    server: MiniAs,
+    server: AuthServer,
     store: Arc<TestStore>,
     client: reqwest_middleware::ClientWithMiddleware,
     events: tokio::sync::mpsc::UnboundedReceiver<Event>,
 }
 
 async fn fixture() -> Fixture {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store = TestStore::memory();
     let refresher = GatedRefresher {
         inner: grant(&server.token_url()),
@@ -75,7 +75,7 @@ async fn drop_callers_at(point: Point, callers: usize, dropped: usize) -> (Fixtu
 
 /// After the dust settles: one token call, the rotated tokens stored and in use.
 async fn assert_rotation_kept(fixture: &Fixture) {
-    assert_eq!(fixture.server.token_calls(), 1);
+    assert_eq!(fixture.server.refresh_calls(), 1);
     let stored = fixture.store.stored().await.expect("rotation saved");
     assert_eq!(stored.generation(), 2);
     assert_eq!(
@@ -90,7 +90,7 @@ async fn assert_rotation_kept(fixture: &Fixture) {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        fixture.server.token_calls(),
+        fixture.server.refresh_calls(),
         1,
         "the rotated token was lost"
     );

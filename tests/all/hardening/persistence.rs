@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use reqwest_token_refresh::{Event, StoreErrorKind};
 
-use crate::support::*;
+use super::support::*;
 
 struct Fixture {
-    server: MiniAs,
+    server: AuthServer,
     store: Arc<TestStore>,
     client: reqwest_middleware::ClientWithMiddleware,
     manager: reqwest_token_refresh::TokenManager,
@@ -18,7 +18,7 @@ struct Fixture {
 }
 
 async fn fixture(cooldown: std::time::Duration) -> Fixture {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store = TestStore::memory();
     let (client, manager, events) = client_with_events(
         middleware(grant(&server.token_url()), &server.uri())
@@ -43,8 +43,8 @@ async fn d3_a_failed_save_after_rotation_still_serves_the_request_and_is_retried
     let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        response.text().await.unwrap(),
-        "at-2",
+        last_bearer_at(&f.server, "/api/me").await.as_deref(),
+        Some("at-2"),
         "the new token, from memory"
     );
     let failed = wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
@@ -68,7 +68,7 @@ async fn d3_a_failed_save_after_rotation_still_serves_the_request_and_is_retried
     .await;
     let stored = f.store.stored().await.unwrap();
     assert_eq!(stored.refresh_token().unwrap().secret(), "rt-2");
-    assert_eq!(f.server.token_calls(), 1);
+    assert_eq!(f.server.refresh_calls(), 1);
 }
 
 #[tokio::test]
@@ -79,10 +79,10 @@ async fn r17_while_unsaved_the_next_refresh_uses_the_rotated_token_not_the_store
     assert_eq!(response.status(), 200);
     wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
     // The store still holds rt-1, which the server has consumed. Force another refresh.
-    f.server.reject_access_tokens();
+    f.server.reject_current_access_tokens();
     let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(f.server.presented(), vec!["rt-1", "rt-2"]);
+    assert_eq!(f.server.presented_refresh_tokens(), vec!["rt-1", "rt-2"]);
     f.server.assert_no_refresh_token_reused();
     // Once the store recovers, the newest set lands there; the generation only moved forward.
     f.store.fail_saves(0);
@@ -105,19 +105,19 @@ async fn inv1_invalid_grant_while_unsaved_never_falls_back_to_the_consumed_token
     assert_eq!(response.status(), 200);
     wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
     // An administrator revokes the grant while our save of rt-2 keeps failing.
-    f.server.revoke();
+    f.server.revoke_grant();
     let first = f.client.get(f.server.api_url("me")).send().await;
     let second = f.client.get(f.server.api_url("me")).send().await;
     // rt-1 was consumed by the first refresh; it must never be presented again.
     assert_eq!(
         f.server
-            .presented()
+            .presented_refresh_tokens()
             .iter()
             .filter(|rt| *rt == "rt-1")
             .count(),
         1,
         "presented: {:?}",
-        f.server.presented()
+        f.server.presented_refresh_tokens()
     );
     // The grant is dead: re-authorization, not a resurrected generation-1 token set.
     for outcome in [first, second] {
@@ -151,6 +151,8 @@ async fn inv5_an_unsaved_rotation_never_overwrites_a_newer_login_made_elsewhere(
     let response = f.client.get(f.server.api_url("me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     wait_for(&mut f.events, |e| matches!(e, Event::PersistFailed { .. })).await;
+    // A's session at the server: the refresh token its unsaved rotation holds.
+    let a_session = f.server.current_refresh_token().expect("A's grant is live");
 
     // B: logout, then a new login (stored as generation 1 again).
     b.clear(&key()).await.unwrap();
@@ -173,9 +175,16 @@ async fn inv5_an_unsaved_rotation_never_overwrites_a_newer_login_made_elsewhere(
     assert_eq!(stored.access_token(), login.access_token());
 
     // A's next request adopts B's login instead of resurrecting its own session.
-    f.server.reject_access_tokens();
+    f.server.reject_current_access_tokens();
     let _ = f.client.get(f.server.api_url("me")).send().await.unwrap();
     f.server.assert_no_refresh_token_reused();
+    // The login is a grant of its own at the server, so A's session is still live there and
+    // presenting its refresh token would not count as reuse: check that it never went out.
+    assert!(
+        !f.server.presented_refresh_tokens().contains(&a_session),
+        "A resurrected its own session: {:?}",
+        f.server.presented_refresh_tokens()
+    );
     let held = f.manager.tokens(&key()).await.unwrap().unwrap();
     assert_ne!(held.refresh_token(), None);
     assert_eq!(f.store.stored().await.unwrap(), held);

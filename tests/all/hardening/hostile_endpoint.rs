@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::*;
+use super::support::*;
 
 /// Tokens that must survive every failed refresh: expired, so the next request must refresh.
 fn held() -> TokenSet {

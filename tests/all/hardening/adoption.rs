@@ -9,15 +9,14 @@ use std::sync::Arc;
 
 use reqwest_token_refresh::Event;
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r26_invalid_grant_after_another_process_rotated_adopts_the_stored_tokens() {
-    let server = MiniAs::start(AsConfig {
-        reuse: Reuse::Stale,
-        ..AsConfig::default()
-    })
-    .await;
+    let server = AuthServer::builder()
+        .reuse(ReusePolicy::Refuse)
+        .start()
+        .await;
     let store = TestStore::memory();
     store.without_lock();
     // Process A: pauses just before its token call.
@@ -49,8 +48,12 @@ async fn r26_invalid_grant_after_another_process_rotated_adopts_the_stored_token
 
     let response = a_request.await.unwrap().unwrap();
     assert_eq!(response.status(), 200, "A adopted B's tokens");
-    assert_eq!(response.text().await.unwrap(), "at-2");
-    assert_eq!(server.presented(), vec!["rt-1", "rt-1"]);
+    assert_eq!(
+        last_bearer_at(&server, "/api/a").await.as_deref(),
+        Some("at-2"),
+        "A's request went out with B's access token"
+    );
+    assert_eq!(server.presented_refresh_tokens(), vec!["rt-1", "rt-1"]);
     let stored = store.stored().await.expect("not cleared as a dead grant");
     assert_eq!(stored.refresh_token().unwrap().secret(), "rt-2");
     assert_eq!(a_manager.tokens(&key()).await.unwrap().unwrap(), stored);
@@ -68,7 +71,7 @@ async fn r26_invalid_grant_after_another_process_rotated_adopts_the_stored_token
 
 #[tokio::test]
 async fn r26_invalid_grant_with_nothing_newer_stored_is_terminal() {
-    let server = MiniAs::strict().await;
+    let server = AuthServer::builder().start().await;
     let store = TestStore::memory();
     let (client, manager) = client(
         middleware(grant(&server.token_url()), &server.uri())
@@ -79,13 +82,13 @@ async fn r26_invalid_grant_with_nothing_newer_stored_is_terminal() {
         .set_tokens(&key(), server.issue_expired_grant())
         .await
         .unwrap();
-    server.revoke();
+    server.revoke_grant();
     for _ in 0..10 {
         let error = client.get(server.api_url("x")).send().await.unwrap_err();
         assert!(token_error(&error).is_reauthorization_required());
     }
     assert_eq!(
-        server.token_calls(),
+        server.refresh_calls(),
         1,
         "fails fast after the first invalid_grant"
     );

@@ -1,8 +1,6 @@
-//! Fault injection around real parts, shared by the integration test binaries (`tests/all`,
-//! `tests/hardening`), which include this file with `#[path]`: a [`Gate`] pauses a refresh at
-//! a named point, [`TestStore`] wraps a real store (pausing, failing saves on demand, or
-//! handing out no lock), [`GatedRefresher`] wraps a real grant.
-#![allow(dead_code)]
+//! Fault injection around real parts: a [`Gate`] pauses a refresh at a named point,
+//! [`TestStore`] wraps a real store (pausing, failing saves on demand, or handing out no lock),
+//! [`GatedRefresher`] wraps a real grant.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
