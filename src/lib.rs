@@ -82,7 +82,7 @@
 //! |---|---|
 //! | `tracing` (default) | `tracing` events and a `token_flight` span; off, nothing is logged |
 //! | `retry` | `TokenRefreshRetryableStrategy` for `reqwest-retry` |
-//! | `test-util` | `test_util::MockAuthorizationServer`, a fault-injecting mock server for your tests |
+//! | `test-util` | `test_util::MockAuthorizationServer` (a rotating, reuse-detecting, fault-injecting server for your tests) and `test_util::store_contract` |
 //! | `file` | `FileTokenStore`: a private JSON file shared by the processes of one machine (unix) |
 //! | `encryption` | `EncryptionKey` and `KeyRing`, sealing token sets at rest |
 //! | `redis` | `RedisTokenStore`: sealed records with TTL, a lease lock and conditional writes |

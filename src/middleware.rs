@@ -50,14 +50,7 @@ impl TokenRefreshMiddleware {
 impl std::fmt::Debug for TokenRefreshMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenRefreshMiddleware")
-            .field(
-                "origins",
-                &self
-                    .origins
-                    .iter()
-                    .map(AllowedOrigin::as_str)
-                    .collect::<Vec<_>>(),
-            )
+            .field("origins", &self.origins)
             .field("default_key", &self.default_key)
             .field("manager", &self.manager)
             .finish_non_exhaustive()

@@ -13,6 +13,12 @@ pub(crate) struct AllowedOrigin {
     serialized: String,
 }
 
+impl std::fmt::Debug for AllowedOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.serialized)
+    }
+}
+
 impl AllowedOrigin {
     /// The origin of `url` (its path is ignored): https, or plain http to a loopback host when
     /// allowed.
@@ -25,11 +31,6 @@ impl AllowedOrigin {
     fn new(origin: Origin) -> Self {
         let serialized = origin.ascii_serialization();
         Self { origin, serialized }
-    }
-
-    /// `scheme://host[:port]`.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.serialized
     }
 
     /// Whether `url` belongs to this origin (`url.origin() == origin`).

@@ -34,14 +34,7 @@ pub struct TokenManagerBuilder {
 impl std::fmt::Debug for TokenManagerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenManagerBuilder")
-            .field(
-                "origins",
-                &self
-                    .origins
-                    .iter()
-                    .map(AllowedOrigin::as_str)
-                    .collect::<Vec<_>>(),
-            )
+            .field("origins", &self.origins)
             .field("default_key", &self.default_key)
             .field("leeway", &self.leeway)
             .finish_non_exhaustive()

@@ -34,6 +34,25 @@ fn token_json() -> serde_json::Value {
     })
 }
 
+/// A manager whose expired tokens must be refreshed at `token_endpoint` (with the application's
+/// `http` client builder, if given) before a request to `api`. The loopback opt-in is for the
+/// plain-http API and, in the proxy test, the token endpoint.
+fn manager(
+    token_endpoint: &str,
+    api: &MockServer,
+    http: Option<reqwest::ClientBuilder>,
+) -> TokenManager {
+    let mut grant = RefreshTokenGrant::builder(token_endpoint, "c").danger_allow_http_loopback();
+    if let Some(http) = http {
+        grant = grant.http_client(http);
+    }
+    TokenManager::builder(grant.build().unwrap())
+        .allow_origin(&api.uri())
+        .unwrap()
+        .initial_tokens(expired_tokens())
+        .build()
+}
+
 /// An API that answers 200 to the refreshed token only.
 async fn api() -> MockServer {
     let api = MockServer::start().await;
@@ -57,21 +76,8 @@ async fn the_token_call_goes_through_the_configured_proxy() {
         .mount(&proxy)
         .await;
     let api = api().await;
-    let manager = |http: Option<reqwest::ClientBuilder>| {
-        let mut grant =
-            RefreshTokenGrant::builder(token_endpoint, "c").danger_allow_http_loopback();
-        if let Some(http) = http {
-            grant = grant.http_client(http);
-        }
-        TokenManager::builder(grant.build().unwrap())
-            .allow_origin(&api.uri())
-            .unwrap()
-            .initial_tokens(expired_tokens())
-            .build()
-    };
-
     // Control: without the proxy the token endpoint cannot be reached.
-    let (direct, _) = client(manager(None));
+    let (direct, _) = client(manager(token_endpoint, &api, None));
     let error = direct
         .get(format!("{}/me", api.uri()))
         .send()
@@ -80,7 +86,7 @@ async fn the_token_call_goes_through_the_configured_proxy() {
     assert!(token_error(&error).is_transient(), "{error:?}");
 
     let http = reqwest::Client::builder().proxy(reqwest::Proxy::http(proxy.uri()).unwrap());
-    let (proxied, _) = client(manager(Some(http)));
+    let (proxied, _) = client(manager(token_endpoint, &api, Some(http)));
     let response = proxied
         .get(format!("{}/me", api.uri()))
         .send()
@@ -166,22 +172,8 @@ async fn a_private_root_certificate_reaches_a_token_endpoint_it_signed() {
     let ca = private_ca();
     let (token_endpoint, calls) = tls_token_endpoint(&ca).await;
     let api = api().await;
-    let manager = |http: Option<reqwest::ClientBuilder>| {
-        // The loopback opt-in is for the plain-http API; the token endpoint is https.
-        let mut grant =
-            RefreshTokenGrant::builder(token_endpoint.as_str(), "c").danger_allow_http_loopback();
-        if let Some(http) = http {
-            grant = grant.http_client(http);
-        }
-        TokenManager::builder(grant.build().unwrap())
-            .allow_origin(&api.uri())
-            .unwrap()
-            .initial_tokens(expired_tokens())
-            .build()
-    };
-
     // Control: the default client does not trust the private authority.
-    let (default, _) = client(manager(None));
+    let (default, _) = client(manager(&token_endpoint, &api, None));
     let error = default
         .get(format!("{}/me", api.uri()))
         .send()
@@ -192,7 +184,7 @@ async fn a_private_root_certificate_reaches_a_token_endpoint_it_signed() {
 
     let root = reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder().add_root_certificate(root);
-    let (trusting, _) = client(manager(Some(http)));
+    let (trusting, _) = client(manager(&token_endpoint, &api, Some(http)));
     let response = trusting
         .get(format!("{}/me", api.uri()))
         .send()
