@@ -34,8 +34,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The API answers `200 ok` under `/api/` to a current access token and `401` with
-//! `WWW-Authenticate: Bearer error="invalid_token"` to anything else.
+//! The API answers `200 ok` under `/api/` to a current access token, `401` with
+//! `WWW-Authenticate: Bearer realm="api", error="invalid_token"` to any other token, and `401`
+//! with a challenge without error code to a request without one (RFC 6750 §3.1, as
+//! node-oidc-provider's resource servers answer). Client authentication is checked only when
+//! configured ([`MockAuthorizationServerBuilder::client`]).
 // Test fixtures: a broken fixture panics loudly, which is what a test wants.
 #![allow(
     clippy::unwrap_used,
@@ -126,6 +129,7 @@ pub struct MockAuthorizationServerBuilder {
     reuse: ReusePolicy,
     delay: Duration,
     expected_refresh_calls: Option<u64>,
+    client: Option<(String, String)>,
 }
 
 impl MockAuthorizationServerBuilder {
@@ -146,6 +150,15 @@ impl MockAuthorizationServerBuilder {
     /// server whose answer is slow to arrive).
     pub fn token_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Requires token requests to authenticate as `client_id` with `secret`, by
+    /// `client_secret_basic` (both form-encoded before Base64, RFC 6749 §2.3.1, as real servers
+    /// decode them) or `client_secret_post`; anything else gets `401 invalid_client`. By
+    /// default the server checks no client authentication.
+    pub fn client(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client = Some((client_id.into(), secret.into()));
         self
     }
 
@@ -175,6 +188,7 @@ impl MockAuthorizationServer {
             reuse: ReusePolicy::default(),
             delay: Duration::ZERO,
             expected_refresh_calls: None,
+            client: None,
         }
     }
 
@@ -192,6 +206,7 @@ impl MockAuthorizationServer {
                 lifetime: config.lifetime,
                 delay: config.delay,
                 reuse: config.reuse,
+                client: config.client,
             });
         if let Some(expected) = config.expected_refresh_calls {
             token = token.expect(expected);
@@ -376,6 +391,48 @@ struct TokenEndpoint {
     lifetime: Duration,
     delay: Duration,
     reuse: ReusePolicy,
+    /// The client id and secret token requests must authenticate with, if checked.
+    client: Option<(String, String)>,
+}
+
+/// Whether `request` (whose form is `field`) authenticates as `client_id` with `secret`.
+fn authenticates(
+    request: &Request,
+    field: &dyn Fn(&str) -> Option<String>,
+    client_id: &str,
+    secret: &str,
+) -> bool {
+    use base64::Engine as _;
+    let basic = request
+        .headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "));
+    match basic {
+        Some(encoded) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            // Each part was form-encoded (`+` for a space, `%XX` for the rest).
+            let form_decoded = |part: &str| {
+                url::form_urlencoded::parse(format!("v={part}").as_bytes())
+                    .next()
+                    .map(|(_, value)| value.into_owned())
+            };
+            decoded.is_some_and(|decoded| match decoded.split_once(':') {
+                Some((id, pass)) => {
+                    form_decoded(id).as_deref() == Some(client_id)
+                        && form_decoded(pass).as_deref() == Some(secret)
+                }
+                None => false,
+            })
+        }
+        None => {
+            field("client_id").as_deref() == Some(client_id)
+                && field("client_secret").as_deref() == Some(secret)
+        }
+    }
 }
 
 impl Respond for TokenEndpoint {
@@ -390,6 +447,13 @@ impl Respond for TokenEndpoint {
         };
         let mut grant = self.grant.lock().unwrap();
         grant.refresh_calls += 1;
+        if let Some((client_id, secret)) = &self.client {
+            if !authenticates(request, &field, client_id, secret) {
+                return ResponseTemplate::new(401)
+                    .insert_header("www-authenticate", r#"Basic realm="token""#)
+                    .set_body_json(serde_json::json!({ "error": "invalid_client" }));
+            }
+        }
         let mut delay = self.delay;
         match grant.faults.pop_front() {
             Some(Fault::ServerError(status)) => {
@@ -485,7 +549,13 @@ impl Respond for ProtectedApi {
             Some(token) if grant.accepts(&token) => {
                 ResponseTemplate::new(200).set_body_string("ok")
             }
-            _ => {
+            // RFC 6750 §3.1: a request without a token gets a challenge without an error code.
+            None => {
+                grant.api_rejections += 1;
+                ResponseTemplate::new(401)
+                    .insert_header("www-authenticate", r#"Bearer realm="api""#)
+            }
+            Some(_) => {
                 grant.api_rejections += 1;
                 ResponseTemplate::new(401).insert_header(
                     "www-authenticate",

@@ -111,6 +111,8 @@ const COUNTER_NAMES = [
   'api_dpop_nonce_challenges',
   'admin_grant_revocations',
   'logins',
+  'held_token_requests',
+  'dropped_token_requests',
 ];
 const counters = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
 const resetCounters = () => COUNTER_NAMES.forEach((n) => { counters[n] = 0; });
@@ -277,6 +279,43 @@ for (const event of ['introspection.error', 'revocation.error', 'userinfo.error'
 let pause = { ms: 0, remaining: Infinity };
 const paused = new Set();
 
+// Holding token requests BEFORE the provider sees them: a client killed while its
+// request is held has sent its refresh token, but the server never processed it
+// (the request is dropped when its connection is gone at release). This is how a
+// test kills a process "inside a refresh" without losing a rotation: a response
+// lost after the server rotated cannot be survived against reuse detection by any
+// client, and is covered by the crate's own lost-response tests instead.
+let holding = false;
+const held = new Set();
+
+// Resolves `true` when released with the client still connected, `false` when
+// its connection closed while held (the request is then dropped unprocessed).
+function holdUntilReleased(ctx) {
+  return new Promise((resolve) => {
+    const entry = { resolve, gone: false };
+    const gone = () => { entry.gone = true; };
+    ctx.req.socket.once('close', gone);
+    ctx.res.once('close', gone);
+    held.add(entry);
+    counters.held_token_requests = held.size;
+  });
+}
+
+// Lets the event loop see the close of connections that died just before the
+// release (a client killed, then the release asked for) before deciding.
+const RELEASE_GRACE_MS = 200;
+
+function releaseHeld() {
+  holding = false;
+  const entries = [...held];
+  held.clear();
+  counters.held_token_requests = 0;
+  setTimeout(() => {
+    for (const entry of entries) entry.resolve(!entry.gone);
+  }, RELEASE_GRACE_MS);
+  return entries.length;
+}
+
 const CLIENT_AUTH_ENDPOINTS = new Set(['/token', '/token/introspection', '/token/revocation']);
 const REGISTERED_AUTH_METHOD = new Map(CLIENTS.map((c) => [c.client_id, c.token_endpoint_auth_method]));
 
@@ -326,6 +365,16 @@ provider.use(async (ctx, next) => {
       }
       if (isToken && !internal) counters.token_errors += 1;
       log('strict client auth rejected', ctx.path, clientId, method);
+      return;
+    }
+  }
+  if (isToken && !internal && holding) {
+    const connected = await holdUntilReleased(ctx);
+    if (!connected || ctx.req.socket.destroyed) {
+      counters.dropped_token_requests += 1;
+      log('dropped a held token request whose client went away');
+      ctx.status = 499;
+      ctx.body = '';
       return;
     }
   }
@@ -450,6 +499,7 @@ const testRoutes = {
   'GET /test/counters': async (req, res) => sendJson(res, 200, counters),
   'POST /test/reset-counters': async (req, res) => {
     resetCounters();
+    counters.held_token_requests = held.size;
     sendJson(res, 200, counters);
   },
   'POST /test/revoke-grant': async (req, res, url) => {
@@ -473,6 +523,13 @@ const testRoutes = {
     }
     pause = { ms, remaining: count };
     sendJson(res, 200, { paused_ms: ms, count: count === Infinity ? null : count });
+  },
+  'POST /test/hold-token-requests': async (req, res) => {
+    holding = true;
+    sendJson(res, 200, { holding: true });
+  },
+  'POST /test/release-token-requests': async (req, res) => {
+    sendJson(res, 200, { released: releaseHeld() });
   },
   'POST /test/resume': async (req, res) => {
     sendJson(res, 200, { released: resumeAll() });

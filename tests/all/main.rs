@@ -5,6 +5,7 @@
 //! shares are in `helpers`.
 
 mod auth_server;
+mod client_authentication;
 mod client_credentials;
 mod concurrency;
 mod discovery;
