@@ -57,6 +57,36 @@ fn is_token_rejected(response: &Response) -> bool {
         )
 }
 
+/// What the `DPoP` challenge of a 401 asks (RFC 9449 §7.1, §9).
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DpopChallenge {
+    /// `error="use_dpop_nonce"`: send again with the server's `DPoP-Nonce`.
+    UseNonce,
+    /// `error="invalid_token"`, or no error: the token was rejected.
+    Rejected,
+    /// Another error (`invalid_dpop_proof`, `insufficient_scope`, …).
+    Other,
+}
+
+/// The `DPoP` challenge of `response`, if it is a 401 carrying one.
+pub(crate) fn dpop_challenge(response: &Response) -> Option<DpopChallenge> {
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .flat_map(|value| parse_challenges(&String::from_utf8_lossy(value.as_bytes())))
+        .find(|challenge| challenge.scheme.eq_ignore_ascii_case("dpop"))
+        .map(|challenge| match challenge.param("error") {
+            Some("use_dpop_nonce") => DpopChallenge::UseNonce,
+            None | Some("invalid_token") => DpopChallenge::Rejected,
+            Some(_) => DpopChallenge::Other,
+        })
+}
+
 /// The decision on the `WWW-Authenticate` values of a 401.
 pub(crate) fn challenges_reject_token<S: AsRef<str>>(values: impl Iterator<Item = S>) -> bool {
     let mut any = false;

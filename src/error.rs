@@ -102,6 +102,13 @@ pub enum Error {
     /// shutting down).
     #[error("token refresh task stopped before finishing")]
     RefreshAborted,
+    /// The key's tokens are DPoP-bound, and this build of the crate has no `dpop` feature: they
+    /// cannot be used (nor sent as bearer tokens, which the server would refuse).
+    #[error("the tokens are DPoP-bound; enable the `dpop` feature to use them")]
+    DpopUnavailable,
+    /// A DPoP proof or a client assertion could not be signed (the crypto library failed).
+    #[error("could not sign a DPoP proof or client assertion")]
+    SigningFailed,
 }
 
 impl TransientError {
@@ -187,6 +194,10 @@ pub enum ReauthorizationReason {
     NoTokens,
     /// The access token expired and there is no refresh token to renew it.
     NoRefreshToken,
+    /// A DPoP-bound refresh was sent and no answer came back, and sending the same request
+    /// again was refused or unanswered: the server may have rotated the refresh token. Sending
+    /// it once more with a new proof would count as reuse, which revokes the whole grant.
+    RotationLost,
 }
 
 impl fmt::Display for ReauthorizationReason {
@@ -198,6 +209,9 @@ impl fmt::Display for ReauthorizationReason {
             ReauthorizationReason::NoRefreshToken => {
                 f.write_str("access token expired and no refresh token is held")
             }
+            ReauthorizationReason::RotationLost => f.write_str(
+                "the answer to a DPoP-bound refresh was lost; the refresh token may be spent",
+            ),
         }
     }
 }
@@ -426,6 +440,12 @@ pub enum ConfigError {
     /// The HTTP client for the token endpoint could not be built.
     #[error("cannot build the token endpoint HTTP client: {0}")]
     HttpClient(String),
+    /// A DPoP key is malformed or could not be made.
+    #[error("invalid DPoP key: {0}")]
+    InvalidDpopKey(String),
+    /// A client assertion key (`private_key_jwt`) is malformed or not RS256/ES256.
+    #[error("invalid client assertion key: {0}")]
+    InvalidClientAssertionKey(String),
     /// A store setting cannot work (a token file path without a file name, a table name that
     /// is not a plain identifier, a store URL that does not parse).
     #[error("{setting}: {reason}")]

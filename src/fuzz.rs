@@ -29,9 +29,15 @@ pub fn token_response(
     let answer = Answer {
         status,
         retry_after: None,
+        dpop_nonce: None,
         body: body.to_vec(),
     };
-    crate::grant::response::classify(&TokenKey::default(), &answer, secrets)
+    crate::grant::response::classify(
+        &TokenKey::default(),
+        &answer,
+        secrets,
+        crate::grant::response::TokenType::Bearer,
+    )
 }
 
 /// Why the middleware would refuse `response`, if it would (what the parser found, or an

@@ -124,9 +124,13 @@ pub mod __fuzz;
 mod backoff;
 mod classify;
 mod discovery;
+#[cfg(feature = "dpop")]
+mod dpop;
 mod error;
 mod event;
 mod grant;
+#[cfg(any(feature = "dpop", feature = "private-key-jwt"))]
+mod jws;
 mod key;
 mod log;
 mod manager;
@@ -146,11 +150,15 @@ mod url_policy;
 
 pub use classify::{DefaultTokenRejection, TokenRejection};
 pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
+#[cfg(feature = "dpop")]
+pub use dpop::{DpopAlgorithm, DpopKey};
 pub use error::{
     ConfigError, Error, ErrorCode, InvalidResponse, OAuthError, ReauthorizationReason,
     TransientError,
 };
 pub use event::Event;
+#[cfg(feature = "private-key-jwt")]
+pub use grant::ClientAssertionKey;
 pub use grant::{
     ClientAuth, ClientCredentialsGrant, GrantBuilder, RefreshTokenGrant, TokenRefresher,
 };

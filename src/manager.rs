@@ -31,7 +31,7 @@ use crate::store::TokenStore;
 use crate::token::TokenSet;
 
 pub use builder::TokenManagerBuilder;
-use slot::{bearer_header, KeySlot, KeyState};
+use slot::{authorization_header, KeySlot, KeyState};
 pub(crate) use slot::{ActiveToken, PublishedToken};
 
 /// Settings of a [`TokenManager`].
@@ -49,6 +49,9 @@ pub(crate) struct ManagerConfig {
     pub(crate) rejection: Arc<dyn TokenRejection>,
     /// The key of requests that name none.
     pub(crate) default_key: TokenKey,
+    /// The latest DPoP nonce of each allowed origin.
+    #[cfg(feature = "dpop")]
+    pub(crate) dpop_nonces: crate::dpop::Nonces,
 }
 
 /// What a run is asked to do.
@@ -150,6 +153,12 @@ impl TokenManager {
         )
     }
 
+    /// The latest DPoP nonce of each allowed origin.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop_nonces(&self) -> &crate::dpop::Nonces {
+        &self.inner.config.dpop_nonces
+    }
+
     pub(crate) fn new(
         store: Arc<dyn TokenStore>,
         refresher: Arc<dyn TokenRefresher>,
@@ -183,7 +192,7 @@ impl TokenManager {
     /// and published. If saving fails the tokens are still used from memory, the save is
     /// retried in the background, and the error is returned.
     pub async fn set_tokens(&self, key: &TokenKey, tokens: TokenSet) -> Result<(), Error> {
-        bearer_header(&tokens)?;
+        authorization_header(&tokens)?;
         let order = Order {
             tokens: Some(tokens),
             ..Order::new(Intent::Set)

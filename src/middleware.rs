@@ -15,6 +15,9 @@ use crate::log;
 use crate::manager::{ActiveToken, PublishedToken, TokenManager};
 use crate::origin::AllowedOrigin;
 
+#[cfg(feature = "dpop")]
+mod dpop;
+
 /// Adds `Authorization: Bearer <token>` to requests for the allowed origins and keeps the token
 /// fresh: the `reqwest-middleware` face of a [`TokenManager`], made by
 /// [`TokenManager::middleware`]. See the [crate documentation](crate) for the whole story.
@@ -114,6 +117,10 @@ impl TokenRefreshMiddleware {
         extensions: &'a mut Extensions,
         next: Next<'a>,
     ) -> BoxFuture<'a, reqwest_middleware::Result<Response>> {
+        #[cfg(feature = "dpop")]
+        if token.dpop().is_some() {
+            return Box::pin(self.send_dpop(request, origin, key, token, extensions, next));
+        }
         // Only a request whose body can be cloned is replayed (a stream cannot be sent twice).
         let replay = request.try_clone();
         request
@@ -125,6 +132,7 @@ impl TokenRefreshMiddleware {
             // A 401 from another origin (after a redirect) says nothing about our token.
             // (The cheap status check first: most responses are not rejections.)
             if !self.rejection.is_token_rejected(&response) || !origin.contains(response.url()) {
+                warn_if_dpop_demanded(&key, &response);
                 return Ok(response);
             }
             let Some(replay) = replay else {
@@ -161,10 +169,35 @@ impl TokenRefreshMiddleware {
             return Ok(response);
         };
         drop(response);
-        replay
-            .headers_mut()
-            .insert(AUTHORIZATION, fresh.header().clone());
+        self.authorize(&mut replay, &fresh)
+            .map_err(reqwest_middleware::Error::middleware)?;
         // Replayed once; whatever comes back is returned as is.
         next.run(replay, extensions).await
+    }
+
+    /// Puts `token` on `request`: its `Authorization`, and for DPoP-bound tokens a fresh
+    /// proof.
+    fn authorize(&self, request: &mut Request, token: &ActiveToken) -> Result<(), crate::Error> {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.header().clone());
+        #[cfg(feature = "dpop")]
+        self.prove(request, token)?;
+        Ok(())
+    }
+}
+
+/// A resource server that answers a bearer token with only a `DPoP` challenge wants
+/// sender-constrained tokens: the response is returned as it is (no refresh could help), and
+/// the reason is logged.
+fn warn_if_dpop_demanded(key: &TokenKey, response: &Response) {
+    if response.status() == http::StatusCode::UNAUTHORIZED
+        && crate::classify::dpop_challenge(response).is_some()
+    {
+        log::warn!(
+            %key,
+            "the resource server demands DPoP (WWW-Authenticate: DPoP); this key's tokens are \
+             bearer tokens: log in with a DPoP key (TokenSet::with_dpop_key)"
+        );
     }
 }

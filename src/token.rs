@@ -44,8 +44,33 @@ pub struct TokenSet {
     refresh_expires_at: Option<SystemTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_for: Option<Arc<str>>,
+    /// The DPoP key the tokens are bound to: kept with them, since a DPoP-bound refresh token
+    /// is useless without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpop_key: Option<DpopKeyField>,
     generation: u64,
     revision: Revision,
+}
+
+/// The DPoP key of a set, as this build can use it.
+#[cfg(feature = "dpop")]
+pub(crate) type DpopKeyField = crate::dpop::DpopKey;
+/// The DPoP key of a set, kept as stored: a build without the `dpop` feature cannot use the
+/// set, but must not lose the key when it rewrites the record.
+#[cfg(not(feature = "dpop"))]
+pub(crate) type DpopKeyField = OpaqueDpopKey;
+
+/// A stored DPoP key, as its JWK, carried along unread.
+#[cfg(not(feature = "dpop"))]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct OpaqueDpopKey(serde_json::Value);
+
+#[cfg(not(feature = "dpop"))]
+impl std::fmt::Debug for OpaqueDpopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// A token set as read from a store: records written before revisions existed have none.
@@ -66,6 +91,8 @@ struct StoredTokenSet {
     #[serde(default)]
     issued_for: Option<Arc<str>>,
     #[serde(default)]
+    dpop_key: Option<DpopKeyField>,
+    #[serde(default)]
     generation: u64,
     #[serde(default)]
     revision: Option<Revision>,
@@ -82,6 +109,7 @@ impl From<StoredTokenSet> for TokenSet {
             scope: stored.scope,
             refresh_expires_at: stored.refresh_expires_at,
             issued_for: stored.issued_for,
+            dpop_key: stored.dpop_key,
             generation: stored.generation,
             revision: stored
                 .revision
@@ -106,9 +134,32 @@ impl TokenSet {
             scope: None,
             refresh_expires_at: None,
             issued_for: None,
+            dpop_key: None,
             generation: 0,
             revision: Revision::random(),
         }
+    }
+
+    /// Binds the set to `key`: its tokens were issued for proofs signed by that key (the
+    /// login's code exchange sent them). From then on every token and resource request for the
+    /// set carries a DPoP proof, and the access token goes in `Authorization: DPoP …`. The key
+    /// is stored and adopted with the set, and replaced only with a new login.
+    #[cfg(feature = "dpop")]
+    pub fn with_dpop_key(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self.token_type = "DPoP".to_owned();
+        self
+    }
+
+    /// The DPoP key the tokens are bound to, if they are DPoP-bound.
+    #[cfg(feature = "dpop")]
+    pub fn dpop_key(&self) -> Option<&crate::dpop::DpopKey> {
+        self.dpop_key.as_ref()
+    }
+
+    /// Whether the tokens are DPoP-bound (they need their key on every request).
+    pub(crate) fn is_dpop_bound(&self) -> bool {
+        self.dpop_key.is_some()
     }
 
     /// Sets the refresh token.
@@ -182,7 +233,7 @@ impl TokenSet {
         self.refresh_token.as_ref()
     }
 
-    /// The token type; always `Bearer` for tokens this crate accepted.
+    /// The token type: `Bearer`, or `DPoP` for DPoP-bound tokens.
     pub fn token_type(&self) -> &str {
         &self.token_type
     }
@@ -260,6 +311,11 @@ impl TokenSet {
         let mut next =
             TokenSet::from_response(response, sent_at, self.generation.saturating_add(1))
                 .bound_to(self.issued_for.clone());
+        // The key stays with the tokens it binds, unless the answer came with a new one.
+        if next.dpop_key.is_none() {
+            next.dpop_key = self.dpop_key.clone();
+            next.token_type = self.token_type.clone();
+        }
         if next.refresh_token.is_none() {
             // The old refresh token is kept, with its expiry unless the server gave a new one.
             next.refresh_token = self.refresh_token.clone();
@@ -286,6 +342,10 @@ impl TokenSet {
         generation: u64,
     ) -> TokenSet {
         let mut set = TokenSet::new(response.access_token);
+        if let Some(key) = response.dpop_key {
+            set.dpop_key = Some(key);
+            set.token_type = "DPoP".to_owned();
+        }
         set.refresh_token = response.refresh_token;
         set.scope = response.scope;
         set.refresh_expires_at = response
@@ -332,6 +392,8 @@ pub struct TokenResponse {
     pub refresh_expires_in: Option<Duration>,
     /// Set by the built-in parser when the answer cannot be used (but did rotate).
     pub(crate) unusable: Option<InvalidResponse>,
+    /// The DPoP key a grant generated for these tokens (client credentials).
+    pub(crate) dpop_key: Option<DpopKeyField>,
 }
 
 impl TokenResponse {
@@ -344,7 +406,17 @@ impl TokenResponse {
             scope: None,
             refresh_expires_in: None,
             unusable: None,
+            dpop_key: None,
         }
+    }
+
+    /// The tokens are bound to `key`, a DPoP key the refresher made for them (a grant that
+    /// obtains tokens without a login, such as client credentials, generates its own).
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn with_dpop_key(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
     }
 
     /// Sets the new refresh token (the server rotated it).

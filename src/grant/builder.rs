@@ -24,6 +24,12 @@ pub struct GrantBuilder<G> {
     auth: Option<ClientAuth>,
     pub(super) scope: Option<String>,
     settings: EndpointSettings,
+    /// The `private_key_jwt` key and the assertions' audience, if set.
+    #[cfg(feature = "private-key-jwt")]
+    assertion: Option<(super::assertion::ClientAssertionKey, Option<String>)>,
+    /// The DPoP algorithm of the keys a client-credentials grant makes, if DPoP is on.
+    #[cfg(feature = "dpop")]
+    pub(super) dpop: Option<crate::dpop::DpopAlgorithm>,
     grant: PhantomData<fn() -> G>,
 }
 
@@ -49,8 +55,33 @@ impl<G> GrantBuilder<G> {
             auth: None,
             scope: None,
             settings: EndpointSettings::default(),
+            #[cfg(feature = "private-key-jwt")]
+            assertion: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
             grant: PhantomData,
         }
+    }
+
+    /// Authenticates the client with `private_key_jwt` (RFC 7523 §2.2): every token and
+    /// revocation request carries a fresh assertion signed by `key`, addressed to the token
+    /// endpoint (see [`assertion_audience`](Self::assertion_audience)). No client secret.
+    #[cfg(feature = "private-key-jwt")]
+    pub fn private_key_jwt(mut self, key: super::assertion::ClientAssertionKey) -> Self {
+        self.auth = Some(ClientAuth::PrivateKeyJwt);
+        let audience = self.assertion.take().and_then(|(_, audience)| audience);
+        self.assertion = Some((key, audience));
+        self
+    }
+
+    /// The `aud` of the client assertions (default: the token endpoint URL). Some servers
+    /// expect their issuer identifier instead.
+    #[cfg(feature = "private-key-jwt")]
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        if let Some((_, slot)) = &mut self.assertion {
+            *slot = Some(audience.into());
+        }
+        self
     }
 
     /// The client secret of a confidential client. Sent with HTTP Basic unless
@@ -147,9 +178,24 @@ impl<G> GrantBuilder<G> {
             (None, Some(_)) => ClientAuth::ClientSecretBasic,
             (None, None) => ClientAuth::None,
         };
-        if auth != ClientAuth::None && self.client_secret.is_none() {
+        let needs_secret = matches!(
+            auth,
+            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost
+        );
+        if needs_secret && self.client_secret.is_none() {
             return Err(ConfigError::Missing("client_secret"));
         }
+        #[cfg(feature = "private-key-jwt")]
+        let assertion = match (auth, self.assertion) {
+            (ClientAuth::PrivateKeyJwt, Some((key, audience))) => {
+                let audience = audience.unwrap_or_else(|| token_endpoint.to_string());
+                Some((key, audience))
+            }
+            (ClientAuth::PrivateKeyJwt, None) => {
+                return Err(ConfigError::Missing("private_key_jwt key"))
+            }
+            _ => None,
+        };
         let allow_http_loopback = self.settings.allow_http_loopback;
         let max_response_bytes = self.settings.max_response_bytes;
         let http = self.settings.client()?;
@@ -162,6 +208,10 @@ impl<G> GrantBuilder<G> {
             max_response_bytes,
             http,
             allow_http_loopback,
+            #[cfg(feature = "private-key-jwt")]
+            assertion,
+            #[cfg(feature = "dpop")]
+            nonces: crate::dpop::Nonces::default(),
         };
         Ok((client, self.scope))
     }

@@ -32,6 +32,9 @@ use crate::token::{TokenResponse, TokenSet};
 pub struct ClientCredentialsGrant {
     client: OAuthClient,
     scope: Option<String>,
+    /// DPoP keys of this algorithm bind the tokens, if set.
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::DpopAlgorithm>,
 }
 
 impl ClientCredentialsGrant {
@@ -51,14 +54,48 @@ impl ClientCredentialsGrant {
 }
 
 impl GrantBuilder<ClientCredentialsGrant> {
-    /// Checks the configuration and builds the grant. A client secret is required: RFC 6749
-    /// §4.4 is for confidential clients.
+    /// Checks the configuration and builds the grant. The client must authenticate (a secret
+    /// or `private_key_jwt`): RFC 6749 §4.4 is for confidential clients.
     pub fn build(self) -> Result<ClientCredentialsGrant, ConfigError> {
+        #[cfg(feature = "dpop")]
+        let dpop = self.dpop;
         let (client, scope) = self.client()?;
-        if client.client_secret.is_none() {
+        if client.auth == crate::ClientAuth::None {
             return Err(ConfigError::Missing("client_secret"));
         }
-        Ok(ClientCredentialsGrant { client, scope })
+        Ok(ClientCredentialsGrant {
+            client,
+            scope,
+            #[cfg(feature = "dpop")]
+            dpop,
+        })
+    }
+}
+
+#[cfg(feature = "dpop")]
+impl ClientCredentialsGrant {
+    /// The key for the next token request: the current tokens' key (the server bound them to
+    /// it), or a new one when DPoP is on and there are none yet.
+    fn dpop_key(&self, current: Option<&TokenSet>) -> Result<Option<crate::dpop::DpopKey>, Error> {
+        let Some(algorithm) = self.dpop else {
+            return Ok(None);
+        };
+        match current.and_then(TokenSet::dpop_key) {
+            Some(key) => Ok(Some(key.clone())),
+            None => crate::dpop::DpopKey::generate(algorithm)
+                .map(Some)
+                .map_err(Error::Config),
+        }
+    }
+}
+
+impl GrantBuilder<ClientCredentialsGrant> {
+    /// Sender-constrains the tokens with DPoP (RFC 9449): a key of `algorithm` is made for the
+    /// key's first token, kept with the tokens, and proves every token and resource request.
+    #[cfg(feature = "dpop")]
+    pub fn dpop(mut self, algorithm: crate::dpop::DpopAlgorithm) -> Self {
+        self.dpop = Some(algorithm);
+        self
     }
 }
 
@@ -84,15 +121,29 @@ impl TokenRefresher for ClientCredentialsGrant {
     async fn refresh(
         &self,
         key: &TokenKey,
-        _current: Option<&TokenSet>,
+        current: Option<&TokenSet>,
     ) -> Result<TokenResponse, Error> {
         let mut form = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
         }
-        let mut response = self.client.request_tokens(key, form, "").await?;
+        #[cfg(feature = "dpop")]
+        let dpop_key = self.dpop_key(current)?;
+        #[cfg(not(feature = "dpop"))]
+        let dpop_key: Option<super::client::ProofKey> = {
+            let _ = current;
+            None
+        };
+        let mut response = self
+            .client
+            .request_tokens(key, &form, "", dpop_key.as_ref())
+            .await?;
         // RFC 6749 §4.4.3: a refresh token SHOULD NOT be included; if one is, it is not used.
         response.refresh_token = None;
+        #[cfg(feature = "dpop")]
+        if let Some(dpop_key) = dpop_key {
+            response = response.with_dpop_key(dpop_key);
+        }
         Ok(response)
     }
 

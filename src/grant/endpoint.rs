@@ -60,25 +60,56 @@ impl EndpointSettings {
 
 /// Sends a token request and reads at most `limit` bytes of the answer.
 pub(crate) async fn send(request: reqwest::RequestBuilder, limit: usize) -> Result<Answer, Error> {
-    let mut response = request.send().await.map_err(transport)?;
+    let (client, request) = request.build_split();
+    let request = request.map_err(transport)?;
+    execute(&client, request, limit)
+        .await
+        .map_err(|failure| failure.error)
+}
+
+/// Why a request got no usable answer.
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    /// The request may have reached the server (it was not a connection failure): the server
+    /// may have acted on it.
+    pub(crate) in_doubt: bool,
+}
+
+/// Sends `request` with `client` and reads at most `limit` bytes of the answer.
+pub(crate) async fn execute(
+    client: &reqwest::Client,
+    request: reqwest::Request,
+    limit: usize,
+) -> Result<Answer, Failure> {
+    let failed = |error: reqwest::Error| Failure {
+        in_doubt: !error.is_connect(),
+        error: transport(error),
+    };
+    let mut response = client.execute(request).await.map_err(failed)?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
+    let dpop_nonce = response.headers().get("dpop-nonce").cloned();
+    let too_large = || Failure {
+        error: Error::InvalidResponse(InvalidResponse::TooLarge { limit }),
+        in_doubt: false,
+    };
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)
     {
-        return Err(Error::InvalidResponse(InvalidResponse::TooLarge { limit }));
+        return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
         if body.len() + chunk.len() > limit {
-            return Err(Error::InvalidResponse(InvalidResponse::TooLarge { limit }));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(Answer {
         status,
         retry_after,
+        dpop_nonce,
         body,
     })
 }

@@ -1,5 +1,7 @@
 //! How new tokens are obtained: the [`TokenRefresher`] trait and the built-in grants.
 
+#[cfg(feature = "private-key-jwt")]
+mod assertion;
 mod builder;
 mod client;
 mod client_credentials;
@@ -9,6 +11,8 @@ pub(crate) mod response;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "private-key-jwt")]
+pub use assertion::ClientAssertionKey;
 pub use builder::GrantBuilder;
 pub use client::ClientAuth;
 pub use client_credentials::ClientCredentialsGrant;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use reqwest::Url;
 
-use super::client::OAuthClient;
+use super::client::{OAuthClient, ProofKey};
 use super::GrantBuilder;
 use super::TokenRefresher;
 use crate::error::{ConfigError, Error, ReauthorizationReason};
@@ -101,8 +101,9 @@ impl TokenRefresher for RefreshTokenGrant {
             });
         };
         let secret = refresh_token.secret();
+        let proof_key = proof_key(current)?;
         self.client
-            .request_tokens(key, self.form(secret), secret)
+            .request_tokens(key, &self.form(secret), secret, proof_key)
             .await
     }
 
@@ -122,6 +123,22 @@ impl TokenRefresher for RefreshTokenGrant {
     }
 }
 
+/// The DPoP key of `current`, which every token request for it must prove.
+#[cfg(feature = "dpop")]
+fn proof_key(current: Option<&TokenSet>) -> Result<Option<&ProofKey>, Error> {
+    Ok(current.and_then(TokenSet::dpop_key))
+}
+
+/// Without the `dpop` feature, DPoP-bound tokens cannot be refreshed: without its proof the
+/// server would refuse the refresh token.
+#[cfg(not(feature = "dpop"))]
+fn proof_key(current: Option<&TokenSet>) -> Result<Option<&ProofKey>, Error> {
+    match current {
+        Some(tokens) if tokens.is_dpop_bound() => Err(Error::DpopUnavailable),
+        _ => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +154,8 @@ mod tests {
             .unwrap();
         let request = grant
             .client
-            .post(grant.token_endpoint(), grant.form("rt"))
+            .post(grant.token_endpoint(), &grant.form("rt"))
+            .unwrap()
             .build()
             .unwrap();
         let header = request.headers()[http::header::AUTHORIZATION].clone();

@@ -41,6 +41,7 @@ pub(crate) fn classify(
     key: &TokenKey,
     answer: &Answer,
     secrets: &[&str],
+    token_type: TokenType,
 ) -> Result<TokenResponse, Error> {
     let (status, body) = (answer.status, answer.body.as_slice());
     let parsed = parse_object(body);
@@ -77,7 +78,7 @@ pub(crate) fn classify(
         Some(Value::String(token)) if !token.is_empty() => Some(RefreshToken::new(token.clone())),
         _ => None,
     };
-    success(raw, secrets).or_else(|error| match rotated {
+    success(raw, secrets, token_type).or_else(|error| match rotated {
         Some(refresh_token) => {
             let mut unusable =
                 TokenResponse::new(AccessToken::new("")).with_refresh_token(refresh_token);
@@ -93,7 +94,21 @@ pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     /// `Retry-After`, in its delay-seconds form.
     pub(crate) retry_after: Option<Duration>,
+    /// The server's `DPoP-Nonce`, if it sent one.
+    pub(crate) dpop_nonce: Option<http::HeaderValue>,
     pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// Whether the server refused a DPoP proof for lacking its nonce (RFC 9449 §8): a 400 with
+    /// `use_dpop_nonce` and a nonce to use. The server refuses before processing the grant.
+    pub(crate) fn asks_for_dpop_nonce(&self) -> bool {
+        self.status == StatusCode::BAD_REQUEST
+            && self.dpop_nonce.is_some()
+            && parse_object(&self.body).is_ok_and(|raw| {
+                matches!(raw.error, Some(Value::String(code)) if code == "use_dpop_nonce")
+            })
+    }
 }
 
 fn oauth_error(key: &TokenKey, error: OAuthError, retry_after: Option<Duration>) -> Error {
@@ -135,7 +150,29 @@ fn parse_object(body: &[u8]) -> Result<RawBody, InvalidResponse> {
     })
 }
 
-fn success(raw: RawBody, secrets: &[&str]) -> Result<TokenResponse, InvalidResponse> {
+/// The token type a request asked for: `DPoP` when it carried a proof (RFC 9449 §5), else
+/// `Bearer`. The answer must name the same, in any case (RFC 6749 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenType {
+    Bearer,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    Dpop,
+}
+
+impl TokenType {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Bearer => "bearer",
+            TokenType::Dpop => "dpop",
+        }
+    }
+}
+
+fn success(
+    raw: RawBody,
+    secrets: &[&str],
+    token_type: TokenType,
+) -> Result<TokenResponse, InvalidResponse> {
     let access_token = match raw.access_token {
         Some(Value::String(token)) if !token.is_empty() => token,
         _ => return Err(InvalidResponse::MissingAccessToken),
@@ -144,7 +181,7 @@ fn success(raw: RawBody, secrets: &[&str]) -> Result<TokenResponse, InvalidRespo
         return Err(InvalidResponse::MalformedAccessToken);
     }
     match raw.token_type {
-        Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => {}
+        Some(Value::String(kind)) if kind.eq_ignore_ascii_case(token_type.as_str()) => {}
         Some(Value::String(kind)) => {
             return Err(InvalidResponse::UnsupportedTokenType(sanitize(
                 &kind, secrets,
@@ -217,6 +254,7 @@ mod tests {
         Answer {
             status: StatusCode::from_u16(status).unwrap(),
             retry_after: None,
+            dpop_nonce: None,
             body: body.to_vec(),
         }
     }
@@ -226,7 +264,28 @@ mod tests {
             &TokenKey::default(),
             &answer(status, body.as_bytes()),
             &["rt-secret", "client-secret"],
+            TokenType::Bearer,
         )
+    }
+
+    #[test]
+    fn a_dpop_request_needs_a_dpop_token_type_in_any_case() {
+        let dpop = |body: &str| {
+            classify(
+                &TokenKey::default(),
+                &answer(200, body.as_bytes()),
+                &[],
+                TokenType::Dpop,
+            )
+        };
+        assert!(dpop(r#"{"access_token":"a","token_type":"DPoP"}"#).is_ok());
+        assert!(dpop(r#"{"access_token":"a","token_type":"dpop"}"#).is_ok());
+        // A bearer token answered to a proof is refused; a rotation in it is still kept.
+        assert!(dpop(r#"{"access_token":"a","token_type":"Bearer"}"#).is_err());
+        let kept = dpop(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"rt-2"}"#)
+            .unwrap();
+        assert!(kept.unusable.is_some());
+        assert!(run(200, r#"{"access_token":"a","token_type":"DPoP"}"#).is_err());
     }
 
     #[test]
@@ -426,7 +485,7 @@ mod tests {
             Err(Error::InvalidResponse(_))
         ));
         assert!(matches!(
-            classify(&TokenKey::default(), &answer(200, &[0xff, 0xfe]), &[]),
+            classify(&TokenKey::default(), &answer(200, &[0xff, 0xfe]), &[], TokenType::Bearer),
             Err(Error::InvalidResponse(_))
         ));
     }
@@ -446,7 +505,7 @@ mod tests {
     fn retry_after_travels_with_a_transient_status() {
         let mut busy = answer(503, b"");
         busy.retry_after = Some(Duration::from_secs(7));
-        match classify(&TokenKey::default(), &busy, &[]) {
+        match classify(&TokenKey::default(), &busy, &[], TokenType::Bearer) {
             Err(Error::Transient(error)) => {
                 assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
             }

@@ -144,6 +144,8 @@ impl TokenManagerBuilder {
             origins: self.origins.into(),
             rejection: self.rejection,
             default_key: self.default_key,
+            #[cfg(feature = "dpop")]
+            dpop_nonces: crate::dpop::Nonces::default(),
         };
         TokenManager::new(store, self.refresher, config)
     }

@@ -22,22 +22,39 @@ pub(crate) struct ActiveToken {
     tokens: TokenSet,
     header: HeaderValue,
     refresh_due_at: Option<SystemTime>,
+    /// For DPoP-bound tokens: the access token's hash (`ath`), the same in every proof.
+    #[cfg(feature = "dpop")]
+    ath: Option<String>,
 }
 
 impl ActiveToken {
-    /// `tokens` ready to send; an access token that cannot go in a header is refused.
+    /// `tokens` ready to send; an access token that cannot go in a header is refused, and so
+    /// are DPoP-bound tokens in a build without the `dpop` feature.
     pub(super) fn new(tokens: TokenSet, leeway: Duration) -> Result<Self, Error> {
-        let header = bearer_header(&tokens)?;
+        let header = authorization_header(&tokens)?;
         let refresh_due_at = tokens.refresh_due_at(leeway);
+        #[cfg(feature = "dpop")]
+        let ath = tokens
+            .dpop_key()
+            .map(|_| crate::dpop::access_token_hash(tokens.access_token().secret()));
         Ok(Self {
             tokens,
             header,
             refresh_due_at,
+            #[cfg(feature = "dpop")]
+            ath,
         })
     }
 
+    /// The `Authorization` value: `Bearer <token>`, or `DPoP <token>` for DPoP-bound tokens.
     pub(crate) fn header(&self) -> &HeaderValue {
         &self.header
+    }
+
+    /// The DPoP key and the `ath` of DPoP-bound tokens.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop(&self) -> Option<(&crate::dpop::DpopKey, &str)> {
+        self.tokens.dpop_key().zip(self.ath.as_deref())
     }
 
     pub(crate) fn tokens(&self) -> &TokenSet {
@@ -58,15 +75,23 @@ impl ActiveToken {
     }
 }
 
-/// `Authorization: Bearer <access token>`, marked sensitive. RFC 6750 `b64token` only: anything
-/// else could inject headers.
-pub(super) fn bearer_header(tokens: &TokenSet) -> Result<HeaderValue, Error> {
+/// `Authorization: Bearer <access token>` (or `DPoP <access token>` for DPoP-bound tokens),
+/// marked sensitive. RFC 6750 `b64token` only: anything else could inject headers.
+pub(super) fn authorization_header(tokens: &TokenSet) -> Result<HeaderValue, Error> {
     let secret = tokens.access_token().secret();
     if !is_b64token(secret) {
         return Err(Error::InvalidAccessToken);
     }
+    let scheme = if tokens.is_dpop_bound() {
+        if cfg!(not(feature = "dpop")) {
+            return Err(Error::DpopUnavailable);
+        }
+        "DPoP"
+    } else {
+        "Bearer"
+    };
     let mut value =
-        HeaderValue::try_from(format!("Bearer {secret}")).map_err(|_| Error::InvalidAccessToken)?;
+        HeaderValue::try_from(format!("{scheme} {secret}")).map_err(|_| Error::InvalidAccessToken)?;
     value.set_sensitive(true);
     Ok(value)
 }

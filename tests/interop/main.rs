@@ -14,6 +14,7 @@
 //! (`REDIS_URL`, `DATABASE_URL`).
 
 mod clients;
+mod dpop;
 mod processes;
 mod provider;
 mod stores;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use reqwest_middleware::ClientBuilder;
-use reqwest_token_refresh::{TokenKey, TokenManager};
+use reqwest_token_refresh::{DpopAlgorithm, DpopKey, TokenKey, TokenManager, TokenSet};
 
 use crate::provider::{grant, Client, Provider};
 use crate::stores::{self, Place};
@@ -44,11 +44,23 @@ impl Worker {
         seconds: Option<u64>,
         tally: &Arc<Mutex<Tally>>,
     ) -> Self {
+        Self::spawn_as(provider, place, Client::Basic, seconds, tally)
+    }
+
+    /// [`spawn`](Self::spawn) for another `client` of the server.
+    fn spawn_as(
+        provider: &Provider,
+        place: &Place,
+        client: Client,
+        seconds: Option<u64>,
+        tally: &Arc<Mutex<Tally>>,
+    ) -> Self {
         let exe = std::env::current_exe().expect("test binary");
         let mut child = Command::new(exe)
             .args(["--ignored", "--exact", "processes::worker", "--nocapture"])
             .env("RTR_INTEROP_ISSUER", provider.issuer())
             .env("RTR_INTEROP_SECONDS", seconds.unwrap_or(0).to_string())
+            .env("RTR_INTEROP_CLIENT", client.id())
             .envs(place.env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -121,7 +133,11 @@ async fn worker() {
         .await
         .expect("open the store");
     let seconds: u64 = env("RTR_INTEROP_SECONDS").parse().expect("seconds");
-    let manager = TokenManager::builder(grant(&issuer, Client::Basic))
+    let client = match env("RTR_INTEROP_CLIENT").as_str() {
+        "dpop-client" => Client::Dpop,
+        _ => Client::Basic,
+    };
+    let manager = TokenManager::builder(grant(&issuer, client))
         .allow_origin(&issuer)
         .expect("loopback origin")
         .store(store)
@@ -156,13 +172,18 @@ async fn worker() {
 /// Logs user 1 in and hands the tokens to `place`'s store (bound to the grant, as the
 /// application's login step would).
 async fn logged_in(provider: &Provider, place: &Place) {
-    let manager = TokenManager::builder(provider.grant(Client::Basic))
+    log_in_as(provider, place, Client::Basic, provider.login(Client::Basic).await).await;
+}
+
+/// Hands `tokens` of `client` to `place`'s store.
+async fn log_in_as(provider: &Provider, place: &Place, client: Client, tokens: TokenSet) {
+    let manager = TokenManager::builder(provider.grant(client))
         .allow_origin(provider.issuer())
         .unwrap()
         .store(place.open().await)
         .build();
     manager
-        .set_tokens(&TokenKey::default(), provider.login(Client::Basic).await)
+        .set_tokens(&TokenKey::default(), tokens)
         .await
         .unwrap();
 }
@@ -172,18 +193,31 @@ const LOAD_SECONDS: u64 = 6;
 
 /// Scenario 3 for one store kind.
 async fn processes_share_the_store(kind: &'static str) {
+    processes_share_the_store_as(kind, Client::Basic).await;
+}
+
+/// Scenario 3 for one store kind and one client: with `Client::Dpop` the tokens are
+/// DPoP-bound and their key travels through the store to every process.
+async fn processes_share_the_store_as(kind: &'static str, client: Client) {
     let Some(provider) = Provider::start(TTL).await else {
         return;
     };
     let Some(place) = Place::new(kind, "shared").await else {
         return;
     };
-    logged_in(&provider, &place).await;
+    let tokens = match client {
+        Client::Dpop => {
+            let key = DpopKey::generate(DpopAlgorithm::Es256).unwrap();
+            provider.login_dpop(&key, 1).await
+        }
+        other => provider.login(other).await,
+    };
+    log_in_as(&provider, &place, client, tokens).await;
     provider.reset_counters().await;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     let workers: Vec<Worker> = (0..WORKERS)
-        .map(|_| Worker::spawn(&provider, &place, Some(LOAD_SECONDS), &tally))
+        .map(|_| Worker::spawn_as(&provider, &place, client, Some(LOAD_SECONDS), &tally))
         .collect();
     tokio::task::block_in_place(|| workers.into_iter().for_each(Worker::finish));
     let elapsed = started.elapsed();
@@ -236,6 +270,13 @@ async fn processes_sharing_a_redis_store_refresh_once_per_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_sharing_a_postgres_store_refresh_once_per_lifetime() {
     processes_share_the_store("postgres").await;
+}
+
+/// DPoP-bound tokens: the key is sealed in Redis with the tokens and every process proves
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_dpop_bound_tokens_in_redis_refresh_once_per_lifetime() {
+    processes_share_the_store_as("redis", Client::Dpop).await;
 }
 
 const KILLS: usize = 5;

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest_token_refresh::{
-    AccessToken, ClientAuth, ClientSecret, RefreshToken, RefreshTokenGrant, TokenSet,
+    AccessToken, ClientAssertionKey, ClientAuth, ClientSecret, DpopKey, RefreshToken,
+    RefreshTokenGrant, TokenSet,
 };
 use serde::Deserialize;
 
@@ -22,6 +23,10 @@ pub enum Client {
     Post,
     /// A public client (`none`, PKCE at login).
     Public,
+    /// A public client whose tokens are DPoP-bound (`dpop_bound_access_tokens`).
+    Dpop,
+    /// `private_key_jwt` with the ES256 key of `interop/oidc-provider/keys`.
+    Jwt,
 }
 
 pub const BASIC_SECRET: &str = "s3cr:t%+&=/?# x";
@@ -35,8 +40,19 @@ impl Client {
             Client::Basic => "basic-client",
             Client::Post => "post-client",
             Client::Public => "public-client",
+            Client::Dpop => "dpop-client",
+            Client::Jwt => "jwt-client",
         }
     }
+}
+
+/// The ES256 key `jwt-client` authenticates with (a test key, committed with the server).
+pub fn jwt_client_key() -> ClientAssertionKey {
+    let pem = std::fs::read_to_string(server_dir().join("keys/jwt-client-es256.pem"))
+        .expect("the jwt-client key");
+    ClientAssertionKey::from_pem(&pem)
+        .expect("a P-256 key")
+        .with_key_id("jwt-client-es256")
 }
 
 /// What the server counted (the README of `interop/oidc-provider` says exactly what; the
@@ -53,6 +69,8 @@ pub struct Counters {
     pub api_calls: u64,
     pub api_rejections: u64,
     pub dropped_token_requests: u64,
+    pub token_dpop_nonce_challenges: u64,
+    pub api_dpop_nonce_challenges: u64,
 }
 
 /// A running node-oidc-provider.
@@ -68,6 +86,12 @@ impl Provider {
     /// Starts a server issuing access tokens that live `access_token_ttl`; `None` (the test is
     /// skipped, with a note) when Node is not installed, outside CI.
     pub async fn start(access_token_ttl: Duration) -> Option<Self> {
+        Self::start_with(access_token_ttl, &[]).await
+    }
+
+    /// [`start`](Self::start) with more settings of the server (`DPOP_REQUIRE_NONCE`, …; see
+    /// its README).
+    pub async fn start_with(access_token_ttl: Duration, env: &[(&str, &str)]) -> Option<Self> {
         if !node_available() {
             return None;
         }
@@ -79,6 +103,7 @@ impl Provider {
                 access_token_ttl.as_secs().max(1).to_string(),
             )
             .env("MAX_LIFETIME_SECONDS", "900")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -145,6 +170,28 @@ impl Provider {
         TokenSet::new(AccessToken::new(text("access_token")))
             .with_refresh_token(RefreshToken::new(text("refresh_token")))
             .with_expires_in(Duration::from_secs(expires_in))
+    }
+
+    /// Logs user `user` in with `dpop-client`, the code exchanged with proofs of `key`: the
+    /// tokens are bound to it.
+    pub async fn login_dpop(&self, key: &DpopKey, user: u32) -> TokenSet {
+        let body = serde_json::json!({ "dpop_jwk": serde_json::from_str::<serde_json::Value>(&key.to_jwk()).unwrap() });
+        let response: serde_json::Value = self
+            .http
+            .post(format!("{}/test/login?client=dpop-client&user={user}", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        assert_eq!(response["token_type"], "DPoP", "{response}");
+        let text = |name: &str| response[name].as_str().expect(name).to_owned();
+        TokenSet::new(AccessToken::new(text("access_token")))
+            .with_refresh_token(RefreshToken::new(text("refresh_token")))
+            .with_expires_in(Duration::from_secs(response["expires_in"].as_u64().unwrap()))
+            .with_dpop_key(key.clone())
     }
 
     /// [`login_user`](Self::login_user) for user 1.
@@ -240,7 +287,8 @@ pub fn grant(issuer: &str, client: Client) -> RefreshTokenGrant {
         Client::Post => builder
             .client_secret(ClientSecret::new(POST_SECRET))
             .client_auth(ClientAuth::ClientSecretPost),
-        Client::Public => builder,
+        Client::Public | Client::Dpop => builder,
+        Client::Jwt => builder.private_key_jwt(jwt_client_key()),
     };
     builder.build().expect("valid grant")
 }
