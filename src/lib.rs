@@ -88,6 +88,8 @@
 //! | `redis` | `RedisTokenStore`: sealed records with TTL, a lease lock and conditional writes |
 //! | `sqlite` | `SqlTokenStore` on SQLite: several processes on one host (enables `encryption`) |
 //! | `postgres` | `SqlTokenStore` on PostgreSQL: a fleet (enables `encryption`) |
+//! | `dpop` | `DpopKey`: DPoP-bound tokens (RFC 9449), proofs on every token and resource request |
+//! | `private-key-jwt` | `ClientAssertionKey`: `private_key_jwt` client authentication (RFC 7523) |
 //!
 //! # Security
 //!

@@ -52,6 +52,20 @@ pub(crate) struct ManagerConfig {
     /// The latest DPoP nonce of each allowed origin.
     #[cfg(feature = "dpop")]
     pub(crate) dpop_nonces: crate::dpop::Nonces,
+    /// When keys nobody uses are forgotten.
+    pub(crate) eviction: Eviction,
+}
+
+/// When the state of keys nobody uses is forgotten, so that a backend acting for many users
+/// keeps memory for the active ones only. A forgotten key costs one store read when it is
+/// used again; a key with anything unfinished (a refresh, an unsaved rotation, a backoff) is
+/// never forgotten.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Eviction {
+    /// Keys unused for this long are forgotten.
+    pub(crate) idle: Option<std::time::Duration>,
+    /// Above this many keys, the least recently used are forgotten (idle or not).
+    pub(crate) max_keys: Option<usize>,
 }
 
 /// What a run is asked to do.
@@ -86,6 +100,8 @@ struct Inner {
     next_flight_id: AtomicU64,
     /// The initial tokens were used, or a record was seen: they are never used again.
     initial_used: AtomicBool,
+    /// When keys were last looked over for eviction (Unix seconds).
+    last_sweep: AtomicU64,
 }
 
 /// Holds every key's tokens and runs their refreshes; the application and the
@@ -180,8 +196,20 @@ impl TokenManager {
                 first: OnceLock::new(),
                 next_flight_id: AtomicU64::new(0),
                 initial_used: AtomicBool::new(false),
+                last_sweep: AtomicU64::new(slot::unix_secs(SystemTime::now())),
             }),
         }
+    }
+
+    /// How many keys this manager holds in memory (see
+    /// [`evict_idle_keys`](TokenManagerBuilder::evict_idle_keys) and
+    /// [`max_keys`](TokenManagerBuilder::max_keys)), for metrics.
+    pub fn cached_keys(&self) -> usize {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Supplies fresh tokens for `key`, e.g. after the user logged in again. Ends a
@@ -304,8 +332,10 @@ impl Inner {
     fn current_token(&self, key: &TokenKey) -> Option<PublishedToken> {
         let usable = |slot: &KeySlot| {
             let state = slot.state();
+            let now = SystemTime::now();
             match &**state {
-                KeyState::Active(token) if !token.refresh_due(SystemTime::now()) => {
+                KeyState::Active(token) if !token.refresh_due(now) => {
+                    slot.touch(now);
                     PublishedToken::from_state(arc_swap::Guard::into_inner(state))
                 }
                 _ => None,
@@ -330,19 +360,70 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
         {
+            slot.touch(SystemTime::now());
             return Arc::clone(slot);
         }
         let mut keys = self
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !keys.contains_key(key) {
+            self.evict(&mut keys);
+        }
         let slot = Arc::clone(
             keys.entry(key.clone())
                 .or_insert_with(|| Arc::new(KeySlot::new(key.clone()))),
         );
-        // Slots are never removed from the map, so the first one stays valid for good.
+        slot.touch(SystemTime::now());
+        // The first slot is never evicted, so it stays the key's only slot for good.
         self.first.get_or_init(|| Arc::clone(&slot));
         slot
+    }
+
+    /// Before a new key is added: forgets the keys idle for longer than the idle time (looked
+    /// over at most every quarter of it), and above the key limit the least recently used.
+    /// Only keys with nothing unfinished go ([`KeySlot::is_evictable`]), never the first key
+    /// (read without the map's lock).
+    fn evict(&self, keys: &mut HashMap<TokenKey, Arc<KeySlot>>) {
+        let Eviction { idle, max_keys } = self.config.eviction;
+        let now = SystemTime::now();
+        let now_secs = slot::unix_secs(now);
+        let instant = Instant::now();
+        let first = self.first.get();
+        let is_first = |slot: &Arc<KeySlot>| first.is_some_and(|first| Arc::ptr_eq(first, slot));
+        if let Some(idle) = idle {
+            let every = (idle.as_secs() / 4).max(1);
+            let last = self.last_sweep.load(std::sync::atomic::Ordering::Relaxed);
+            if now_secs.saturating_sub(last) >= every {
+                self.last_sweep
+                    .store(now_secs, std::sync::atomic::Ordering::Relaxed);
+                let cutoff = now_secs.saturating_sub(idle.as_secs());
+                keys.retain(|_, slot| {
+                    slot.last_used() > cutoff || is_first(slot) || !slot.is_evictable(instant)
+                });
+            }
+        }
+        let Some(max_keys) = max_keys else { return };
+        if keys.len() < max_keys {
+            return;
+        }
+        // Down to nine tenths of the limit (at least one below it) at once, so that the scan
+        // is not made for every new key.
+        let target = max_keys.saturating_sub((max_keys / 10).max(1));
+        let mut candidates: Vec<(u64, TokenKey)> = keys
+            .iter()
+            .filter(|(_, slot)| !is_first(slot) && slot.is_evictable(instant))
+            .map(|(key, slot)| (slot.last_used(), key.clone()))
+            .collect();
+        let excess = keys.len().saturating_sub(target).min(candidates.len());
+        if excess == 0 {
+            return;
+        }
+        candidates.select_nth_unstable_by_key(excess - 1, |(used, _)| *used);
+        for (_, key) in candidates.iter().take(excess) {
+            keys.remove(key);
+        }
+        log::debug!(evicted = excess, kept = keys.len(), "idle keys forgotten");
     }
 
     /// Joins or starts the key's flight. If it fails, `current` (a due token) is used while it

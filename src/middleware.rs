@@ -176,14 +176,19 @@ impl TokenRefreshMiddleware {
     }
 
     /// Puts `token` on `request`: its `Authorization`, and for DPoP-bound tokens a fresh
-    /// proof.
-    fn authorize(&self, request: &mut Request, token: &ActiveToken) -> Result<(), crate::Error> {
+    /// proof; returns the DPoP nonce the proof carries.
+    fn authorize(
+        &self,
+        request: &mut Request,
+        token: &ActiveToken,
+    ) -> Result<Option<Arc<str>>, crate::Error> {
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.header().clone());
         #[cfg(feature = "dpop")]
-        self.prove(request, token)?;
-        Ok(())
+        return self.prove(request, token);
+        #[cfg(not(feature = "dpop"))]
+        Ok(None)
     }
 }
 

@@ -38,7 +38,26 @@
 //! `WWW-Authenticate: Bearer realm="api", error="invalid_token"` to any other token, and `401`
 //! with a challenge without error code to a request without one (RFC 6750 §3.1, as
 //! node-oidc-provider's resource servers answer). Client authentication is checked only when
-//! configured ([`MockAuthorizationServerBuilder::client`]).
+//! configured ([`MockAuthorizationServerBuilder::client`], or with feature `private-key-jwt`
+//! [`MockAuthorizationServerBuilder::private_key_jwt_client`]).
+//!
+//! # DPoP and `private_key_jwt`
+//!
+//! With feature `dpop`, the server checks DPoP (RFC 9449) as strictly as a real one:
+//! [`MockAuthorizationServerBuilder::dpop`] requires a valid proof on every token request and
+//! binds the tokens to the proof's key, [`require_dpop_nonce`] adds server nonces,
+//! [`api_requires_dpop`] makes the API refuse bearer clients, and
+//! [`MockAuthorizationServer::issue_dpop_grant`] stands for a login made with a [`DpopKey`].
+//! The API takes `Authorization: DPoP <token>` with a proof of the token's key for that very
+//! request. With feature `private-key-jwt`, the token endpoint can require client assertions
+//! (RFC 7523). A request is checked in this order, each step answering before the next one
+//! runs: client authentication (`401 invalid_client`), the DPoP proof (`400
+//! invalid_dpop_proof`), its nonce (`400 use_dpop_nonce`), an injected [`Fault`], then the
+//! grant (a refresh token bound to another key: `400 invalid_grant`, nothing spent).
+//!
+//! [`require_dpop_nonce`]: MockAuthorizationServerBuilder::require_dpop_nonce
+//! [`api_requires_dpop`]: MockAuthorizationServerBuilder::api_requires_dpop
+//! [`DpopKey`]: crate::DpopKey
 // Test fixtures: a broken fixture panics loudly, which is what a test wants.
 #![allow(
     clippy::unwrap_used,
@@ -47,9 +66,15 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(feature = "private-key-jwt")]
+mod assertion;
+#[cfg(feature = "dpop")]
+mod dpop;
+#[cfg(any(feature = "dpop", feature = "private-key-jwt"))]
+mod jwt;
 pub mod store_contract;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,7 +89,10 @@ struct Family {
     /// The refresh token the current one replaced, and when.
     previous: Option<(String, Instant)>,
     consumed: HashSet<String>,
-    access: HashSet<String>,
+    /// The valid access tokens, each with the thumbprint of the DPoP key it is bound to.
+    access: HashMap<String, Option<String>>,
+    /// The thumbprint of the DPoP key the grant's refresh token is bound to (RFC 9449 §5).
+    jkt: Option<String>,
     revoked: bool,
 }
 
@@ -83,7 +111,8 @@ pub enum ReusePolicy {
     Grace(Duration),
 }
 
-/// A misbehaviour of the token endpoint, applied to the next token request.
+/// A misbehaviour of the token endpoint, applied to the next token request that passes client
+/// authentication and the DPoP checks (a nonce challenge or a refused proof spends no fault).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -110,6 +139,21 @@ struct Grant {
     reuse_detections: u64,
     api_calls: u64,
     api_rejections: u64,
+    #[cfg(feature = "dpop")]
+    dpop: dpop::State,
+    /// The `jti` of every client assertion accepted.
+    #[cfg(feature = "private-key-jwt")]
+    assertions_seen: HashSet<String>,
+}
+
+/// How token requests must authenticate the client.
+#[derive(Debug, Clone)]
+enum ClientAuth {
+    /// `client_secret_basic` or `client_secret_post`.
+    Secret { client_id: String, secret: String },
+    /// `private_key_jwt`.
+    #[cfg(feature = "private-key-jwt")]
+    PrivateKeyJwt(assertion::AssertionClient),
 }
 
 /// A loopback authorization server with a token endpoint at `/token` and a protected API under
@@ -129,7 +173,9 @@ pub struct MockAuthorizationServerBuilder {
     reuse: ReusePolicy,
     delay: Duration,
     expected_refresh_calls: Option<u64>,
-    client: Option<(String, String)>,
+    client: Option<ClientAuth>,
+    #[cfg(feature = "dpop")]
+    dpop: dpop::Settings,
 }
 
 impl MockAuthorizationServerBuilder {
@@ -156,14 +202,19 @@ impl MockAuthorizationServerBuilder {
     /// Requires token requests to authenticate as `client_id` with `secret`, by
     /// `client_secret_basic` (both form-encoded before Base64, RFC 6749 §2.3.1, as real servers
     /// decode them) or `client_secret_post`; anything else gets `401 invalid_client`. By
-    /// default the server checks no client authentication.
+    /// default the server checks no client authentication. Replaces any other client
+    /// authentication configured before.
     pub fn client(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.client = Some((client_id.into(), secret.into()));
+        self.client = Some(ClientAuth::Secret {
+            client_id: client_id.into(),
+            secret: secret.into(),
+        });
         self
     }
 
     /// Makes wiremock verify, when the server is dropped, that the token endpoint was called
-    /// exactly `calls` times (the test fails otherwise).
+    /// exactly `calls` times (the test fails otherwise). Every token request counts, including
+    /// the ones refused for client authentication, a DPoP proof or a nonce challenge.
     pub fn expect_refresh_calls(mut self, calls: u64) -> Self {
         self.expected_refresh_calls = Some(calls);
         self
@@ -189,14 +240,21 @@ impl MockAuthorizationServer {
             delay: Duration::ZERO,
             expected_refresh_calls: None,
             client: None,
+            #[cfg(feature = "dpop")]
+            dpop: dpop::Settings::default(),
         }
     }
 
     async fn start_configured(config: MockAuthorizationServerBuilder) -> Self {
         let server = Arc::new(MockServer::start().await);
+        let grant = Grant {
+            #[cfg(feature = "dpop")]
+            dpop: dpop::State::new(config.dpop),
+            ..Grant::default()
+        };
         let this = Self {
             server,
-            grant: Arc::default(),
+            grant: Arc::new(Mutex::new(grant)),
             lifetime: config.lifetime,
         };
         let mut token = Mock::given(method("POST"))
@@ -206,7 +264,9 @@ impl MockAuthorizationServer {
                 lifetime: config.lifetime,
                 delay: config.delay,
                 reuse: config.reuse,
-                client: config.client,
+                client: config.client.clone(),
+                #[cfg(any(feature = "dpop", feature = "private-key-jwt"))]
+                issuer: this.uri(),
             });
         if let Some(expected) = config.expected_refresh_calls {
             token = token.expect(expected);
@@ -218,6 +278,10 @@ impl MockAuthorizationServer {
                     .and(path("/revoke"))
                     .respond_with(Revocation {
                         grant: Arc::clone(&this.grant),
+                        #[cfg(feature = "private-key-jwt")]
+                        client: config.client,
+                        #[cfg(feature = "private-key-jwt")]
+                        issuer: this.uri(),
                     }),
             )
             .await;
@@ -225,6 +289,8 @@ impl MockAuthorizationServer {
             .register(
                 Mock::given(path_regex("^/api/.*")).respond_with(ProtectedApi {
                     grant: Arc::clone(&this.grant),
+                    #[cfg(feature = "dpop")]
+                    issuer: this.uri(),
                 }),
             )
             .await;
@@ -243,10 +309,15 @@ impl MockAuthorizationServer {
 
     /// Issues a new grant (access + refresh token) as the authorization-code flow would.
     pub fn issue_grant(&self) -> TokenSet {
+        self.issue(None)
+    }
+
+    /// A new grant whose tokens are bound to the DPoP key with thumbprint `jkt`, if any.
+    fn issue(&self, jkt: Option<String>) -> TokenSet {
         let mut grant = self.grant.lock().unwrap();
         grant.families.push(Family::default());
         let family = grant.families.len() - 1;
-        let (access, refresh) = grant.issue(family);
+        let (access, refresh) = grant.issue(family, jkt);
         TokenSet::new(AccessToken::new(access))
             .with_refresh_token(RefreshToken::new(refresh))
             .with_expires_in(self.lifetime)
@@ -292,7 +363,8 @@ impl MockAuthorizationServer {
         format!("{}/api/{rest}", self.server.uri())
     }
 
-    /// Token requests received.
+    /// Token requests received, refused ones included (client authentication, DPoP proofs,
+    /// nonce challenges).
     pub fn refresh_calls(&self) -> u64 {
         self.grant.lock().unwrap().refresh_calls
     }
@@ -303,7 +375,11 @@ impl MockAuthorizationServer {
         self.grant.lock().unwrap().reuse_detections
     }
 
-    /// Every refresh token presented to the token endpoint, in order.
+    /// Every refresh token presented to the token endpoint, in order: those of the requests
+    /// that reached the grant. A request refused before (client authentication, a missing or
+    /// invalid DPoP proof, a nonce challenge, an injected fault) spent nothing and is not
+    /// recorded; one refused for a proof signed by another key than the refresh token's is
+    /// (the server looked the grant up, and left it untouched).
     pub fn presented_refresh_tokens(&self) -> Vec<String> {
         self.grant.lock().unwrap().presented.clone()
     }
@@ -345,13 +421,17 @@ impl MockAuthorizationServer {
 }
 
 impl Grant {
-    /// New tokens for `family`; its previous refresh token becomes consumed.
-    fn issue(&mut self, family: usize) -> (String, String) {
+    /// New tokens for `family`, bound to the DPoP key with thumbprint `jkt` if any (the
+    /// refresh token too, from then on); its previous refresh token becomes consumed.
+    fn issue(&mut self, family: usize, jkt: Option<String>) -> (String, String) {
         self.issued += 1;
         let access = format!("at-{}", self.issued);
         let refresh = format!("rt-{}", self.issued);
         let family = &mut self.families[family];
-        family.access.insert(access.clone());
+        if jkt.is_some() {
+            family.jkt.clone_from(&jkt);
+        }
+        family.access.insert(access.clone(), jkt);
         if let Some(old) = family.current_refresh.replace(refresh.clone()) {
             family.consumed.insert(old.clone());
             family.previous = Some((old, Instant::now()));
@@ -365,10 +445,25 @@ impl Grant {
         })
     }
 
-    fn accepts(&self, access: &str) -> bool {
+    /// `None` if `access` is not a valid access token, else the thumbprint of the DPoP key it
+    /// is bound to, if any.
+    fn access_binding(&self, access: &str) -> Option<Option<&str>> {
         self.families
             .iter()
-            .any(|family| family.access.contains(access))
+            .find_map(|family| family.access.get(access))
+            .map(Option::as_deref)
+    }
+
+    /// Adds what every response carries (the DPoP nonce).
+    #[cfg(feature = "dpop")]
+    fn finish(&mut self, response: ResponseTemplate) -> ResponseTemplate {
+        self.dpop.finish(response)
+    }
+
+    /// Adds what every response carries (nothing without DPoP).
+    #[cfg(not(feature = "dpop"))]
+    fn finish(&mut self, response: ResponseTemplate) -> ResponseTemplate {
+        response
     }
 }
 
@@ -391,8 +486,25 @@ struct TokenEndpoint {
     lifetime: Duration,
     delay: Duration,
     reuse: ReusePolicy,
-    /// The client id and secret token requests must authenticate with, if checked.
-    client: Option<(String, String)>,
+    /// How token requests must authenticate the client, if checked.
+    client: Option<ClientAuth>,
+    /// The server's origin: its issuer, and the base of its endpoints' URLs.
+    #[cfg(any(feature = "dpop", feature = "private-key-jwt"))]
+    issuer: String,
+}
+
+/// The form of a request, as `(name, value)` pairs.
+fn form_of(request: &Request) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(&request.body)
+        .into_owned()
+        .collect()
+}
+
+/// The first value of `name` in `form`.
+fn form_field(form: &[(String, String)], name: &str) -> Option<String> {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
 }
 
 /// Whether `request` (whose form is `field`) authenticates as `client_id` with `secret`.
@@ -437,23 +549,34 @@ fn authenticates(
 
 impl Respond for TokenEndpoint {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let form: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
-            .into_owned()
-            .collect();
-        let field = |name: &str| {
-            form.iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.clone())
-        };
+        let form = form_of(request);
+        let field = |name: &str| form_field(&form, name);
         let mut grant = self.grant.lock().unwrap();
         grant.refresh_calls += 1;
-        if let Some((client_id, secret)) = &self.client {
-            if !authenticates(request, &field, client_id, secret) {
-                return ResponseTemplate::new(401)
-                    .insert_header("www-authenticate", r#"Basic realm="token""#)
-                    .set_body_json(serde_json::json!({ "error": "invalid_client" }));
-            }
+        let response = self.process(request, &field, &mut grant);
+        grant.finish(response)
+    }
+}
+
+impl TokenEndpoint {
+    /// Client authentication, DPoP, faults, then the grant: each step answers before the next
+    /// one runs.
+    fn process(
+        &self,
+        request: &Request,
+        field: &dyn Fn(&str) -> Option<String>,
+        grant: &mut Grant,
+    ) -> ResponseTemplate {
+        if let Some(refused) = self.client_refusal(request, field, grant) {
+            return refused;
         }
+        #[cfg(feature = "dpop")]
+        let jkt = match grant.dpop.token_request(request, &self.token_url()) {
+            Ok(jkt) => jkt,
+            Err((code, description)) => return oauth_error_described(code, description),
+        };
+        #[cfg(not(feature = "dpop"))]
+        let jkt: Option<String> = None;
         let mut delay = self.delay;
         match grant.faults.pop_front() {
             Some(Fault::ServerError(status)) => {
@@ -464,6 +587,17 @@ impl Respond for TokenEndpoint {
             Some(Fault::LoseResponse) => delay += LOST,
             None => {}
         }
+        self.refresh(field, grant, jkt).set_delay(delay)
+    }
+
+    /// The refresh itself, for a request whose proof (if any) was signed by the key with
+    /// thumbprint `jkt`.
+    fn refresh(
+        &self,
+        field: &dyn Fn(&str) -> Option<String>,
+        grant: &mut Grant,
+        jkt: Option<String>,
+    ) -> ResponseTemplate {
         let presented = field("refresh_token").unwrap_or_default();
         grant.presented.push(presented.clone());
         let family = grant.family_of(&presented);
@@ -477,15 +611,26 @@ impl Respond for TokenEndpoint {
             };
             family.current_refresh.as_deref() == Some(presented.as_str()) || in_grace
         });
-        let response = if field("grant_type").as_deref() != Some("refresh_token") {
+        // RFC 9449 §5: a bound refresh token needs a proof of its key. Checked before reuse, as
+        // node-oidc-provider does: who does not hold the key spends and revokes nothing.
+        let wrong_key = family.is_some_and(|f| {
+            grant.families[f]
+                .jkt
+                .as_ref()
+                .is_some_and(|bound| jkt.as_ref() != Some(bound))
+        });
+        if field("grant_type").as_deref() != Some("refresh_token") {
             oauth_error("unsupported_grant_type")
+        } else if wrong_key {
+            oauth_error("invalid_grant")
         } else if let (Some(family), true) = (family, current) {
-            let (access, refresh) = grant.issue(family);
+            let token_type = if jkt.is_some() { "DPoP" } else { "Bearer" };
+            let (access, refresh) = grant.issue(family, jkt);
             ResponseTemplate::new(200)
                 .insert_header("cache-control", "no-store")
                 .set_body_json(serde_json::json!({
                     "access_token": access,
-                    "token_type": "Bearer",
+                    "token_type": token_type,
                     "expires_in": self.lifetime.as_secs(),
                     "refresh_token": refresh,
                 }))
@@ -500,8 +645,40 @@ impl Respond for TokenEndpoint {
                 }
             }
             oauth_error("invalid_grant")
-        };
-        response.set_delay(delay)
+        }
+    }
+
+    /// The `401 invalid_client` answer, unless the request authenticates as the configured
+    /// client.
+    fn client_refusal(
+        &self,
+        request: &Request,
+        field: &dyn Fn(&str) -> Option<String>,
+        #[cfg_attr(not(feature = "private-key-jwt"), allow(unused_variables))] grant: &mut Grant,
+    ) -> Option<ResponseTemplate> {
+        match self.client.as_ref()? {
+            ClientAuth::Secret { client_id, secret } => {
+                (!authenticates(request, field, client_id, secret)).then(|| {
+                    ResponseTemplate::new(401)
+                        .insert_header("www-authenticate", r#"Basic realm="token""#)
+                        .set_body_json(serde_json::json!({ "error": "invalid_client" }))
+                })
+            }
+            #[cfg(feature = "private-key-jwt")]
+            ClientAuth::PrivateKeyJwt(client) => {
+                let audiences = [self.token_url(), self.issuer.clone()];
+                let audiences = audiences.each_ref().map(String::as_str);
+                client
+                    .authenticate(request, field, &audiences, &mut grant.assertions_seen)
+                    .err()
+                    .map(invalid_client)
+            }
+        }
+    }
+
+    #[cfg(any(feature = "dpop", feature = "private-key-jwt"))]
+    fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
     }
 }
 
@@ -509,17 +686,54 @@ fn oauth_error(code: &str) -> ResponseTemplate {
     ResponseTemplate::new(400).set_body_json(serde_json::json!({ "error": code }))
 }
 
+/// `400` with an error code and its description.
+#[cfg(feature = "dpop")]
+fn oauth_error_described(code: &str, description: &str) -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(serde_json::json!({
+        "error": code,
+        "error_description": description,
+    }))
+}
+
+/// `401 invalid_client` for a refused client assertion (no `WWW-Authenticate`: the client did
+/// not use the `Authorization` header, RFC 6749 §5.2).
+#[cfg(feature = "private-key-jwt")]
+fn invalid_client(description: &str) -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_json(serde_json::json!({
+        "error": "invalid_client",
+        "error_description": description,
+    }))
+}
+
 struct Revocation {
     grant: Arc<Mutex<Grant>>,
+    /// Checked for `private_key_jwt` clients only.
+    #[cfg(feature = "private-key-jwt")]
+    client: Option<ClientAuth>,
+    #[cfg(feature = "private-key-jwt")]
+    issuer: String,
 }
 
 impl Respond for Revocation {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let token = url::form_urlencoded::parse(&request.body)
-            .find(|(key, _)| key == "token")
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default();
+        let form = form_of(request);
+        let token = form_field(&form, "token").unwrap_or_default();
         let mut grant = self.grant.lock().unwrap();
+        #[cfg(feature = "private-key-jwt")]
+        if let Some(ClientAuth::PrivateKeyJwt(client)) = &self.client {
+            let field = |name: &str| form_field(&form, name);
+            let endpoints = [
+                format!("{}/revoke", self.issuer),
+                format!("{}/token", self.issuer),
+                self.issuer.clone(),
+            ];
+            let audiences = endpoints.each_ref().map(String::as_str);
+            if let Err(reason) =
+                client.authenticate(request, &field, &audiences, &mut grant.assertions_seen)
+            {
+                return invalid_client(reason);
+            }
+        }
         if let Some(family) = grant.family_of(&token) {
             grant.families[family].revoke();
         }
@@ -533,35 +747,56 @@ impl Respond for Revocation {
 
 struct ProtectedApi {
     grant: Arc<Mutex<Grant>>,
+    /// The server's origin, the base of the `htu` of DPoP proofs.
+    #[cfg(feature = "dpop")]
+    issuer: String,
 }
 
 impl Respond for ProtectedApi {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let token = request
+        let mut grant = self.grant.lock().unwrap();
+        grant.api_calls += 1;
+        let response = match self.authorize(request, &mut grant) {
+            Ok(()) => ResponseTemplate::new(200).set_body_string("ok"),
+            Err(challenge) => {
+                grant.api_rejections += 1;
+                ResponseTemplate::new(401).insert_header("www-authenticate", challenge)
+            }
+        };
+        grant.finish(response)
+    }
+}
+
+impl ProtectedApi {
+    /// `Err` with the `WWW-Authenticate` challenge of a `401`.
+    fn authorize(&self, request: &Request, grant: &mut Grant) -> Result<(), String> {
+        let credentials = request
             .headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let mut grant = self.grant.lock().unwrap();
-        grant.api_calls += 1;
-        match token {
-            Some(token) if grant.accepts(&token) => {
-                ResponseTemplate::new(200).set_body_string("ok")
+            .and_then(|value| value.split_once(' '))
+            .map(|(scheme, token)| (scheme.to_ascii_lowercase(), token.trim()));
+        // A resource demanding DPoP answers anything else with its bare challenge (RFC 9449
+        // §7.1).
+        #[cfg(feature = "dpop")]
+        if grant.dpop.api_requires() && credentials.as_ref().is_none_or(|(s, _)| s != "dpop") {
+            return Err(dpop::demand());
+        }
+        match credentials {
+            Some((scheme, token)) if scheme == "bearer" => match grant.access_binding(token) {
+                Some(None) => Ok(()),
+                // RFC 9449 §7.2: a DPoP-bound token is not a bearer token; the challenge says
+                // which scheme it needs.
+                Some(Some(_)) => Err(r#"DPoP error="invalid_token""#.to_owned()),
+                None => Err(r#"Bearer realm="api", error="invalid_token""#.to_owned()),
+            },
+            #[cfg(feature = "dpop")]
+            Some((scheme, token)) if scheme == "dpop" => {
+                let htu = format!("{}{}", self.issuer, request.url.path());
+                dpop::authorize(grant, request, &htu, token)
             }
             // RFC 6750 §3.1: a request without a token gets a challenge without an error code.
-            None => {
-                grant.api_rejections += 1;
-                ResponseTemplate::new(401)
-                    .insert_header("www-authenticate", r#"Bearer realm="api""#)
-            }
-            Some(_) => {
-                grant.api_rejections += 1;
-                ResponseTemplate::new(401).insert_header(
-                    "www-authenticate",
-                    r#"Bearer realm="api", error="invalid_token""#,
-                )
-            }
+            _ => Err(r#"Bearer realm="api""#.to_owned()),
         }
     }
 }

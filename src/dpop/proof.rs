@@ -69,16 +69,23 @@ mod tests {
     #[test]
     fn a_proof_carries_what_rfc_9449_asks() {
         let key = DpopKey::generate(DpopAlgorithm::Es256).unwrap();
-        let url: Url = "https://api.example.com/items/1?page=2#top".parse().unwrap();
+        let url: Url = "https://api.example.com/items/1?page=2#top"
+            .parse()
+            .unwrap();
         let token = AccessToken::new("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU");
-        let proof = key.proof("GET", &url, Some("eyJ7S_zG"), Some(&token)).unwrap();
+        let proof = key
+            .proof("GET", &url, Some("eyJ7S_zG"), Some(&token))
+            .unwrap();
         let parts: Vec<&str> = proof.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header = decode(parts[0]);
         assert_eq!(header["typ"], "dpop+jwt");
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["jwk"], key.public_jwk());
-        assert!(header["jwk"].get("d").is_none(), "no private key in the header");
+        assert!(
+            header["jwk"].get("d").is_none(),
+            "no private key in the header"
+        );
         let claims = decode(parts[1]);
         assert_eq!(claims["htm"], "GET");
         assert_eq!(claims["htu"], "https://api.example.com/items/1");
@@ -86,9 +93,17 @@ mod tests {
         // RFC 9449 §7.1's example access token and its hash.
         assert_eq!(claims["ath"], "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo");
         assert!(claims["iat"].as_u64().unwrap() > 1_700_000_000);
-        assert_eq!(jws::b64_decode(claims["jti"].as_str().unwrap()).unwrap().len(), 16);
+        assert_eq!(
+            jws::b64_decode(claims["jti"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            16
+        );
         let again = key.proof("GET", &url, None, None).unwrap();
-        assert_ne!(decode(again.split('.').nth(1).unwrap())["jti"], claims["jti"]);
+        assert_ne!(
+            decode(again.split('.').nth(1).unwrap())["jti"],
+            claims["jti"]
+        );
     }
 
     #[test]

@@ -81,10 +81,12 @@ impl ClientAssertionKey {
     /// a 60-second lifetime and a unique `jti` (servers refuse a replayed one, so each request
     /// gets its own).
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String, Error> {
-        let mut header = serde_json::json!({ "alg": self.signing.alg(), "typ": "JWT" });
-        if let Some(key_id) = &self.key_id {
-            header["kid"] = key_id.as_str().into();
-        }
+        let header = match &self.key_id {
+            Some(key_id) => {
+                serde_json::json!({ "alg": self.signing.alg(), "typ": "JWT", "kid": key_id })
+            }
+            None => serde_json::json!({ "alg": self.signing.alg(), "typ": "JWT" }),
+        };
         let now = jws::now_secs();
         let claims = serde_json::json!({
             "iss": client_id,
@@ -162,10 +164,16 @@ mod tests {
             assert_eq!(claims["iss"], "client-1");
             assert_eq!(claims["sub"], "client-1");
             assert_eq!(claims["aud"], "https://auth.example.com/token");
-            let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+            let (iat, exp) = (
+                claims["iat"].as_u64().unwrap(),
+                claims["exp"].as_u64().unwrap(),
+            );
             assert_eq!(exp - iat, LIFETIME_SECS);
             let again = key.assertion("client-1", "a").unwrap();
-            assert_ne!(decode(again.split('.').nth(1).unwrap())["jti"], claims["jti"]);
+            assert_ne!(
+                decode(again.split('.').nth(1).unwrap())["jti"],
+                claims["jti"]
+            );
         }
     }
 

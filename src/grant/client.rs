@@ -150,9 +150,9 @@ impl OAuthClient {
             }
             None => request,
         };
-        let request = request
-            .build()
-            .map_err(|error| Error::Transient(TransientError::Transport(error.without_url().into())))?;
+        let request = request.build().map_err(|error| {
+            Error::Transient(TransientError::Transport(error.without_url().into()))
+        })?;
         let identical = proof_key.and_then(|_| request.try_clone());
         let answer = match endpoint::execute(&self.http, request, self.max_response_bytes).await {
             Ok(answer) => answer,
@@ -227,7 +227,12 @@ impl OAuthClient {
             }));
         }
         // An error body classifies like a token-endpoint error; anything else is unknown.
-        match response::classify(key, &answer, &[token, self.client_secret()], TokenType::Bearer) {
+        match response::classify(
+            key,
+            &answer,
+            &[token, self.client_secret()],
+            TokenType::Bearer,
+        ) {
             Err(error) => Err(error),
             Ok(_) => Ok(()),
         }

@@ -105,9 +105,9 @@ impl Answer {
     pub(crate) fn asks_for_dpop_nonce(&self) -> bool {
         self.status == StatusCode::BAD_REQUEST
             && self.dpop_nonce.is_some()
-            && parse_object(&self.body).is_ok_and(|raw| {
-                matches!(raw.error, Some(Value::String(code)) if code == "use_dpop_nonce")
-            })
+            && parse_object(&self.body).is_ok_and(
+                |raw| matches!(raw.error, Some(Value::String(code)) if code == "use_dpop_nonce"),
+            )
     }
 }
 
@@ -282,8 +282,8 @@ mod tests {
         assert!(dpop(r#"{"access_token":"a","token_type":"dpop"}"#).is_ok());
         // A bearer token answered to a proof is refused; a rotation in it is still kept.
         assert!(dpop(r#"{"access_token":"a","token_type":"Bearer"}"#).is_err());
-        let kept = dpop(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"rt-2"}"#)
-            .unwrap();
+        let kept =
+            dpop(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"rt-2"}"#).unwrap();
         assert!(kept.unusable.is_some());
         assert!(run(200, r#"{"access_token":"a","token_type":"DPoP"}"#).is_err());
     }
@@ -485,7 +485,12 @@ mod tests {
             Err(Error::InvalidResponse(_))
         ));
         assert!(matches!(
-            classify(&TokenKey::default(), &answer(200, &[0xff, 0xfe]), &[], TokenType::Bearer),
+            classify(
+                &TokenKey::default(),
+                &answer(200, &[0xff, 0xfe]),
+                &[],
+                TokenType::Bearer
+            ),
             Err(Error::InvalidResponse(_))
         ));
     }

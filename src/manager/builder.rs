@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ManagerConfig, TokenManager};
+use super::{Eviction, ManagerConfig, TokenManager};
+
+/// Keys unused this long are forgotten by default.
+const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(30 * 60);
 use crate::classify::{DefaultTokenRejection, TokenRejection};
 use crate::error::ConfigError;
 use crate::event::{Event, EventHook};
@@ -29,6 +32,7 @@ pub struct TokenManagerBuilder {
     leeway: Duration,
     rejection_cooldown: Duration,
     on_event: Option<EventHook>,
+    eviction: Eviction,
 }
 
 impl std::fmt::Debug for TokenManagerBuilder {
@@ -54,6 +58,10 @@ impl TokenManagerBuilder {
             leeway: Duration::from_secs(60),
             rejection_cooldown: Duration::from_secs(10),
             on_event: None,
+            eviction: Eviction {
+                idle: Some(DEFAULT_IDLE_EVICTION),
+                max_keys: None,
+            },
         }
     }
 
@@ -128,6 +136,23 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// Forgets the in-memory state of keys unused for `idle` (default 30 minutes; `None`
+    /// keeps every key for the manager's life). The tokens stay in the store: the next
+    /// request for such a key reads it again. Keys with a refresh in progress, a rotation not
+    /// yet saved, or a backoff running are kept.
+    pub fn evict_idle_keys(mut self, idle: Option<Duration>) -> Self {
+        self.eviction.idle = idle;
+        self
+    }
+
+    /// Keeps at most about `max_keys` keys in memory: above it, the least recently used keys
+    /// (with nothing unfinished) are forgotten, down to nine tenths of the limit. Default: no
+    /// limit beyond [`evict_idle_keys`](Self::evict_idle_keys).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.eviction.max_keys = Some(max_keys.max(1));
+        self
+    }
+
     /// Builds the manager.
     pub fn build(self) -> TokenManager {
         let store = self
@@ -146,6 +171,7 @@ impl TokenManagerBuilder {
             default_key: self.default_key,
             #[cfg(feature = "dpop")]
             dpop_nonces: crate::dpop::Nonces::default(),
+            eviction: self.eviction,
         };
         TokenManager::new(store, self.refresher, config)
     }

@@ -1,6 +1,7 @@
 //! One key's state: what callers see, read without locks, and the bookkeeping that only the
 //! key's writer touches. [`KeyWriter`] is the one place that changes either.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -90,8 +91,8 @@ pub(super) fn authorization_header(tokens: &TokenSet) -> Result<HeaderValue, Err
     } else {
         "Bearer"
     };
-    let mut value =
-        HeaderValue::try_from(format!("{scheme} {secret}")).map_err(|_| Error::InvalidAccessToken)?;
+    let mut value = HeaderValue::try_from(format!("{scheme} {secret}"))
+        .map_err(|_| Error::InvalidAccessToken)?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -178,6 +179,9 @@ pub(super) struct KeySlot {
     /// Until when refreshes are held back after a failure, readable without the writer lock:
     /// a still-valid token is then used without starting a run.
     held_back_until: Mutex<Option<Instant>>,
+    /// When the key was last asked for, in seconds since the Unix epoch (coarse on purpose:
+    /// a request writes it at most once a second).
+    last_used: AtomicU64,
 }
 
 impl KeySlot {
@@ -188,7 +192,38 @@ impl KeySlot {
             book: tokio::sync::Mutex::new(Book::default()),
             flight: Mutex::new(None),
             held_back_until: Mutex::new(None),
+            last_used: AtomicU64::new(unix_secs(SystemTime::now())),
         }
+    }
+
+    /// Records a use at `now`. The slot's cache line is written only when the second changes.
+    pub(super) fn touch(&self, now: SystemTime) {
+        let now = unix_secs(now);
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When the key was last asked for (Unix seconds).
+    pub(super) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Whether forgetting this slot loses nothing: no run holds or waits for it (the caller
+    /// holds the only reference, under the key map's write lock, so none can start), no
+    /// rotation waits to be saved, no backoff or cooldown is running. A later request for the
+    /// key makes a new slot, which reads the store again before using anything.
+    pub(super) fn is_evictable(self: &Arc<Self>, now: Instant) -> bool {
+        if Arc::strong_count(self) != 1 || lock(&self.flight).is_some() {
+            return false;
+        }
+        let Ok(book) = self.book.try_lock() else {
+            return false;
+        };
+        book.unsaved.is_none()
+            && !book.retrying
+            && book.held_back.is_none()
+            && book.cooldown_until.is_none_or(|until| until <= now)
     }
 
     /// Until when refreshes are held back, if they are.
@@ -340,6 +375,12 @@ impl KeyWriter<'_> {
 
 /// Critical sections behind these std mutexes only swap small values; a poisoned lock still
 /// holds a consistent one.
+/// `time` in whole seconds since the Unix epoch.
+pub(super) fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

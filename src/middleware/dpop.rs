@@ -3,6 +3,7 @@
 //! refresh-and-replay as bearer tokens when the token is rejected.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::{Extensions, HeaderValue};
 use reqwest::{Request, Response};
@@ -30,10 +31,11 @@ impl TokenRefreshMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         // Only a request whose body can be cloned is sent again (a stream cannot be).
         let mut replay = request.try_clone();
-        self.authorize(&mut request, &token)
+        let nonce = self
+            .authorize(&mut request, &token)
             .map_err(middleware_error)?;
         let response = self
-            .send_proven(request, &mut replay, &token, extensions, &next)
+            .send_proven(request, nonce, &mut replay, &token, extensions, &next)
             .await?;
         let rejected = origin.contains(response.url())
             && (self.rejection.is_token_rejected(&response)
@@ -58,18 +60,21 @@ impl TokenRefreshMiddleware {
         };
         drop(response);
         let mut again = replay.try_clone();
-        self.authorize(&mut replay, &fresh)
+        let nonce = self
+            .authorize(&mut replay, &fresh)
             .map_err(middleware_error)?;
         // Replayed once (a nonce challenge to the replay is answered once too).
-        self.send_proven(replay, &mut again, &fresh, extensions, &next)
+        self.send_proven(replay, nonce, &mut again, &fresh, extensions, &next)
             .await
     }
 
-    /// Sends a proven `request`, keeps the nonce the response carries, and if the response
-    /// asks for a nonce it just gave, sends `copy` once more with a proof that carries it.
+    /// Sends `request`, proven with the nonce `used`, keeps the nonce the response carries,
+    /// and if the response asks for a nonce other than `used`, sends `copy` once more with a
+    /// proof that carries it.
     async fn send_proven(
         &self,
         request: Request,
+        used: Option<Arc<str>>,
         copy: &mut Option<Request>,
         token: &ActiveToken,
         extensions: &mut Extensions,
@@ -77,13 +82,15 @@ impl TokenRefreshMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         let origin = request.url().origin().ascii_serialization();
         let response = next.clone().run(request, extensions).await?;
-        let nonce_changed = self
-            .manager
-            .dpop_nonces()
-            .update(&origin, response.headers().get("dpop-nonce"));
-        if dpop_challenge(&response) != Some(DpopChallenge::UseNonce) || !nonce_changed {
-            // A server repeating a nonce it refused, or sending none usable, gets no second
-            // try: its answer is returned as it is.
+        let nonces = self.manager.dpop_nonces();
+        nonces.update(&origin, response.headers().get("dpop-nonce"));
+        let offered = nonces.get(&origin);
+        if dpop_challenge(&response) != Some(DpopChallenge::UseNonce)
+            || offered.is_none()
+            || offered == used
+        {
+            // A server asking again for the nonce it was given, or offering none usable, gets
+            // no second try: its answer is returned as it is.
             return Ok(response);
         }
         let Some(mut retry) = copy.take() else {
@@ -102,10 +109,14 @@ impl TokenRefreshMiddleware {
     }
 
     /// Adds the proof of `token`'s key for `request` (its method and URL, the token's hash,
-    /// the origin's latest nonce).
-    pub(super) fn prove(&self, request: &mut Request, token: &ActiveToken) -> Result<(), Error> {
+    /// the origin's latest nonce); returns the nonce it carries.
+    pub(super) fn prove(
+        &self,
+        request: &mut Request,
+        token: &ActiveToken,
+    ) -> Result<Option<Arc<str>>, Error> {
         let Some((dpop_key, ath)) = token.dpop() else {
-            return Ok(());
+            return Ok(None);
         };
         let origin = request.url().origin().ascii_serialization();
         let nonce = self.manager.dpop_nonces().get(&origin);
@@ -115,7 +126,7 @@ impl TokenRefreshMiddleware {
         let mut value = HeaderValue::try_from(proof).map_err(|_| Error::SigningFailed)?;
         value.set_sensitive(true);
         request.headers_mut().insert("dpop", value);
-        Ok(())
+        Ok(nonce)
     }
 }
 

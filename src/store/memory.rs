@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -18,6 +19,8 @@ use crate::revision::Revision;
 pub struct MemoryTokenStore {
     records: Mutex<HashMap<TokenKey, TokenRecord>>,
     locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// How many locks the last cleanup kept.
+    locks_kept: AtomicUsize,
 }
 
 impl MemoryTokenStore {
@@ -64,6 +67,12 @@ impl TokenStore for MemoryTokenStore {
                 .locks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Locks nobody holds or waits for are dropped once the map has doubled since the
+            // last cleanup: memory follows the keys in use, not every key ever locked.
+            if locks.len() >= 2 * self.locks_kept.load(Ordering::Relaxed).max(64) {
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+                self.locks_kept.store(locks.len(), Ordering::Relaxed);
+            }
             Arc::clone(locks.entry(key.clone()).or_default())
         };
         Ok(StoreLock::new(lock.lock_owned().await))

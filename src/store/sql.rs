@@ -160,9 +160,16 @@ impl SqlTokenStore {
     /// Starts configuring a store in the PostgreSQL database behind `pool`, sealing with
     /// `keys`.
     ///
-    /// Each held [`lock`](TokenStore::lock) uses one extra connection, opened with the pool's
-    /// options but outside it. The lock is a session advisory lock: point the pool at the
-    /// server or at a session-mode pooler, not at a transaction-mode PgBouncer.
+    /// **Connections.** Each held [`lock`](TokenStore::lock) uses one extra connection, opened
+    /// with the pool's options but outside it, for the length of one refresh: a process needs
+    /// the pool's connections plus one per refresh in flight (one per key being refreshed, not
+    /// per key), so `max_connections` on the server must leave room for them across the fleet.
+    /// The pool itself is used for one read and one write per refresh; when the application
+    /// holds all of its connections, the store waits for the pool's `acquire_timeout` and the
+    /// refresh fails with a transient [`StoreErrorKind::Unavailable`] error (no deadlock: the
+    /// lock's connection is not taken from the pool). The lock is a session advisory lock:
+    /// point the pool at the server or at a session-mode pooler, not at a transaction-mode
+    /// PgBouncer.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {

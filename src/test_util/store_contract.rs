@@ -112,12 +112,46 @@ where
         self.conditional_saves_compare_revisions().await;
         self.a_stale_writer_never_overwrites_a_new_login().await;
         self.ended_records_round_trip().await;
+        #[cfg(feature = "dpop")]
+        self.dpop_keys_travel_with_their_tokens().await;
         self.the_lock_excludes_and_is_released().await;
         if let Some(breaker) = &self.breaker {
             self.a_lost_lock_is_reported(breaker).await;
         }
         if let Some(corrupter) = &self.corrupter {
             self.unreadable_records_are_errors_and_kept(corrupter).await;
+        }
+    }
+
+    /// A DPoP-bound set is useless without its key: it must come back with it, exactly.
+    #[cfg(feature = "dpop")]
+    async fn dpop_keys_travel_with_their_tokens(&self) {
+        use crate::{DpopAlgorithm, DpopKey};
+        let (store, other) = ((self.make)().await, (self.make)().await);
+        for algorithm in [DpopAlgorithm::Es256, DpopAlgorithm::EdDsa] {
+            let key = unique_key("dpop");
+            let dpop_key = DpopKey::generate(algorithm).expect("a key");
+            let bound = match tokens(1) {
+                TokenRecord::Tokens(set) => {
+                    TokenRecord::Tokens(set.with_dpop_key(dpop_key.clone()))
+                }
+                other => other,
+            };
+            saved(
+                store.save(&key, &bound, None).await,
+                "a DPoP-bound first save",
+            );
+            let loaded = other.load(&key).await.expect("load");
+            assert_eq!(loaded.as_ref(), Some(&bound), "the set comes back whole");
+            let loaded_key = loaded
+                .as_ref()
+                .and_then(TokenRecord::tokens)
+                .and_then(crate::TokenSet::dpop_key);
+            assert_eq!(
+                loaded_key.map(crate::DpopKey::to_jwk),
+                Some(dpop_key.to_jwk()),
+                "with the key it is bound to, private half included"
+            );
         }
     }
 

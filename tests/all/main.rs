@@ -9,7 +9,12 @@ mod client_authentication;
 mod client_credentials;
 mod concurrency;
 mod discovery;
+#[cfg(feature = "dpop")]
+mod dpop;
+#[cfg(feature = "dpop")]
+mod dpop_hostile;
 mod errors;
+mod eviction;
 #[cfg(feature = "file")]
 mod file_store;
 mod hardening;
@@ -17,7 +22,15 @@ mod helpers;
 mod http_client;
 mod injection;
 #[cfg(feature = "redis")]
+mod redis_auth;
+#[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
+mod redis_sentinel;
+#[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(feature = "redis")]
+mod redis_support;
 mod refresh;
 #[cfg(feature = "retry")]
 mod retry;
@@ -26,4 +39,6 @@ mod secrets;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_store;
 mod store_contract;
+#[cfg(all(feature = "dpop", feature = "private-key-jwt"))]
+mod test_kit_dpop;
 mod workers;

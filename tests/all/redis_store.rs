@@ -1,19 +1,18 @@
 //! RedisTokenStore against a real Redis server (`REDIS_URL`, default `redis://127.0.0.1:6379`).
 //! With `CI` set, a missing server fails these tests; otherwise they are skipped with a note.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest_token_refresh::{
-    AccessToken, EncryptionKey, Error, KeyRing, RedisTokenStore, RefreshToken, RefreshTokenGrant,
-    SaveOutcome, StoreErrorKind, TokenKey, TokenRecord, TokenRefresher, TokenResponse, TokenSet,
-    TokenStore,
+    AccessToken, EncryptionKey, Error, KeyRing, RedisTokenStore, RefreshTokenGrant, SaveOutcome,
+    StoreErrorKind, TokenKey, TokenRecord, TokenRefresher, TokenResponse, TokenSet, TokenStore,
 };
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{bound, builder, builder_for, built_with_tokens, client, record};
+use crate::redis_support::{key_ring, tokens, unique_prefix, PrivateRedis};
 use crate::workers::{self, Workers};
 use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
@@ -21,26 +20,8 @@ const WORKERS: usize = 4;
 const ROUNDS: usize = 5;
 const REQUESTS_PER_ROUND: usize = 40;
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-fn key_ring() -> KeyRing {
-    KeyRing::new(EncryptionKey::from_bytes("test-2026", &[7; 32]).unwrap())
-}
-
-/// A prefix no other test uses.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "rtr-test:{}:{}:{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// The store, or `None` (test skipped) when Redis is not running outside CI.
@@ -67,12 +48,6 @@ async fn raw_connection() -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-fn tokens(generation_marker: &str) -> TokenSet {
-    TokenSet::new(AccessToken::new(format!("canary-at-{generation_marker}")))
-        .with_refresh_token(RefreshToken::new(format!("canary-rt-{generation_marker}")))
-        .with_expires_in(Duration::from_secs(3600))
 }
 
 #[tokio::test]
@@ -637,57 +612,6 @@ async fn d5_replicas_sharing_redis_refresh_once_per_lifetime() {
     assert_eq!(server.refresh_calls(), (ROUNDS - 1) as u64);
 }
 
-/// A private Redis server this test can stop, or `None` (skipped) without `redis-server`
-/// outside CI.
-struct PrivateRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .unwrap();
-        let spawned = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(error) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipping: cannot start redis-server ({error})");
-                return None;
-            }
-            Err(error) => panic!("redis-server is required in CI: {error}"),
-        };
-        // Bounded wait for the port to answer (startup, not correctness).
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        })
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn redis_down_keeps_valid_tokens_working_and_fails_refreshes_without_a_token_call() {
     let Some(mut redis) = PrivateRedis::start() else {
@@ -696,7 +620,7 @@ async fn redis_down_keeps_valid_tokens_working_and_fails_refreshes_without_a_tok
     let store = RedisTokenStore::builder(key_ring())
         .prefix(unique_prefix())
         .lock_timeout(Duration::from_secs(1))
-        .connect(&redis.url)
+        .connect(&redis.url())
         .await
         .unwrap();
     let server = AuthServer::start(Duration::from_secs(3600)).await;
@@ -948,4 +872,33 @@ async fn a_waiter_outlasts_a_dead_holders_lease() {
         .expect("the lease ran out");
     assert!(started.elapsed() >= Duration::from_millis(1_000));
     held.release().await;
+}
+
+/// Records written by earlier versions are found after an upgrade: on one server (and behind
+/// sentinels) the key names are unchanged, and the seal binds the same name.
+#[tokio::test]
+async fn single_server_key_names_are_those_of_earlier_versions() {
+    let prefix = unique_prefix();
+    let Some(store) = store_with(&prefix, key_ring()).await else {
+        return;
+    };
+    let key = TokenKey::new("user-1");
+    assert_eq!(store.record_name(&key), format!("{prefix}tokens:user-1"));
+    assert_eq!(store.lock_name(&key), format!("{prefix}lock:user-1"));
+    // A record as an earlier version wrote it: the hash under that name, sealed with it.
+    let earlier = record(tokens("earlier"), 7);
+    let name = format!("{prefix}tokens:user-1");
+    let sealed = key_ring().seal(&name, &earlier).unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&name)
+        .arg("generation")
+        .arg("7")
+        .arg("revision")
+        .arg(earlier.revision().as_str())
+        .arg("sealed")
+        .arg(sealed)
+        .query_async(&mut raw_connection().await)
+        .await
+        .unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), Some(earlier));
 }

@@ -820,6 +820,70 @@ mod postgres {
 
     contract_tests!(postgres().await);
 
+    /// The application's own queries hold every connection of the pool while a refresh needs
+    /// the store: the refresh lock lives on a connection of its own (no deadlock), and the
+    /// store's reads wait for the pool's acquire timeout, then fail with a clear, transient
+    /// error and no token call. Once a connection is free the next request refreshes, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exhausted_pool_is_a_clear_timeout_not_a_deadlock() {
+        let Some(_) = postgres().await else { return };
+        let table = unique("t_pool");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(500))
+            .connect(&database_url())
+            .await
+            .unwrap();
+        let store = SqlTokenStore::postgres(pool.clone(), key_ring())
+            .table(&table)
+            .build()
+            .unwrap();
+        store.migrate().await.unwrap();
+        let server = AuthServer::start(Duration::from_secs(3600)).await;
+        let (client, _) =
+            built_with_tokens(builder(&server).store(store), server.issue_grant()).await;
+        server.reject_current_access_tokens();
+
+        let busy = pool.acquire().await.unwrap();
+        let started = std::time::Instant::now();
+        let error = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.get(server.api_url("me")).send(),
+        )
+        .await
+        .expect("no deadlock: the request ends")
+        .unwrap_err();
+        let error = crate::helpers::token_error(&error);
+        assert!(error.is_transient(), "{error:?}");
+        let text = format!("{error} {:?}", std::error::Error::source(error));
+        assert!(
+            text.contains("unavailable") || text.contains("pool") || text.contains("timed out"),
+            "{text}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(server.refresh_calls(), 0, "no token call without the store");
+
+        drop(busy);
+        // The failed attempt holds refreshes back for about a second; a request after that
+        // refreshes once.
+        let mut status = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match client.get(server.api_url("me")).send().await {
+                Ok(response) => {
+                    status = response.status().as_u16();
+                    break;
+                }
+                Err(error) => assert!(crate::helpers::token_error(&error).is_transient()),
+            }
+        }
+        assert_eq!(status, 200);
+        assert_eq!(server.refresh_calls(), 1);
+        server.assert_no_refresh_token_reused();
+        pool.close().await;
+        Db::Postgres(database_url()).drop_tables(&table).await;
+    }
+
     /// The session holding a refresh lock dies while its holder works (an administrator's
     /// `pg_terminate_backend`, `idle_session_timeout`, a network cut): the server has released
     /// the lock, so the holder must not call the token endpoint with a refresh token another

@@ -58,14 +58,25 @@ async fn nonce_challenges_at_both_ends_are_answered_once() {
     assert_eq!(failures(&http, &provider, 1).await, 0, "the first request");
     let counters = provider.counters().await;
     assert_eq!(counters.token_dpop_nonce_challenges, 1, "{counters:?}");
-    assert_eq!(counters.token_requests, 2, "the refresh, then again with the nonce");
+    assert_eq!(
+        counters.token_requests, 2,
+        "the refresh, then again with the nonce"
+    );
     assert_eq!(counters.rotations, 1);
     assert_eq!(counters.api_dpop_nonce_challenges, 1, "{counters:?}");
-    assert_eq!(failures(&http, &provider, 200).await, 0, "the nonce is kept");
+    assert_eq!(
+        failures(&http, &provider, 200).await,
+        0,
+        "the nonce is kept"
+    );
     assert_eq!(provider.counters().await.api_dpop_nonce_challenges, 1);
 
     provider.expire_access_tokens().await;
-    assert_eq!(failures(&http, &provider, 200).await, 0, "after the server dropped the token");
+    assert_eq!(
+        failures(&http, &provider, 200).await,
+        0,
+        "after the server dropped the token"
+    );
     let counters = provider.counters().await;
     assert_eq!(counters.rotations, 2, "{counters:?}");
     assert_eq!(counters.reuse_detections, 0);

@@ -172,7 +172,13 @@ async fn worker() {
 /// Logs user 1 in and hands the tokens to `place`'s store (bound to the grant, as the
 /// application's login step would).
 async fn logged_in(provider: &Provider, place: &Place) {
-    log_in_as(provider, place, Client::Basic, provider.login(Client::Basic).await).await;
+    log_in_as(
+        provider,
+        place,
+        Client::Basic,
+        provider.login(Client::Basic).await,
+    )
+    .await;
 }
 
 /// Hands `tokens` of `client` to `place`'s store.

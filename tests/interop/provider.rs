@@ -178,7 +178,10 @@ impl Provider {
         let body = serde_json::json!({ "dpop_jwk": serde_json::from_str::<serde_json::Value>(&key.to_jwk()).unwrap() });
         let response: serde_json::Value = self
             .http
-            .post(format!("{}/test/login?client=dpop-client&user={user}", self.issuer))
+            .post(format!(
+                "{}/test/login?client=dpop-client&user={user}",
+                self.issuer
+            ))
             .json(&body)
             .send()
             .await
@@ -190,7 +193,9 @@ impl Provider {
         let text = |name: &str| response[name].as_str().expect(name).to_owned();
         TokenSet::new(AccessToken::new(text("access_token")))
             .with_refresh_token(RefreshToken::new(text("refresh_token")))
-            .with_expires_in(Duration::from_secs(response["expires_in"].as_u64().unwrap()))
+            .with_expires_in(Duration::from_secs(
+                response["expires_in"].as_u64().unwrap(),
+            ))
             .with_dpop_key(key.clone())
     }
 
