@@ -1,4 +1,4 @@
-//! scripts/bench.sh   (= cargo bench --bench load --features file,redis)
+//! scripts/bench.sh   (= cargo bench --bench load --features file,redis,dpop)
 //!
 //! The loopback load program: everything it compares is measured in the same run, and it
 //! prints a markdown table of ratios at the end. It talks to 127.0.0.1 only and bounds every
@@ -9,10 +9,19 @@
 //! 2. end to end: an in-process hyper server hit by a plain `reqwest-middleware` client and by
 //!    the same client with the token middleware, in interleaved batches (ABBA);
 //! 3. storms: concurrent requests on a valid, an expired and a rejected (401) token;
-//! 4. many users: memory per resident key (counting allocator) and lookup time as keys grow;
+//! 4. many users: memory per resident key (counting allocator) and lookup time at 1,000,
+//!    100,000 and 1,000,000 keys, against a bare `HashMap` floor;
 //! 5. across processes: the file and Redis stores under a storm from several worker processes
-//!    (this binary re-executed, driven through pipes).
+//!    (this binary re-executed, driven through pipes);
+//! 6. fleet (only when `RTR_BENCH_SECTIONS` names it): a million keys expiring at staggered
+//!    moments, shared by eight processes through Redis (and PostgreSQL with the `postgres`
+//!    feature): token calls against lifetimes crossed, the store's added latency per refresh,
+//!    memory per key and RSS over time with idle-key eviction (`support/fleet.rs`).
 
+#[path = "support/fleet.rs"]
+mod fleet;
+#[path = "support/fleet_server.rs"]
+mod fleet_server;
 #[path = "support/server.rs"]
 mod server;
 #[path = "support/stub.rs"]
@@ -30,9 +39,9 @@ use futures::future::join_all;
 use http::Extensions;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_token_refresh::{
-    AccessToken, EncryptionKey, Event, FileTokenStore, KeyRing, MemoryTokenStore, RedisTokenStore,
-    RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey, TokenManager, TokenManagerBuilder,
-    TokenSet, TokenStore,
+    AccessToken, DpopAlgorithm, DpopKey, EncryptionKey, Event, FileTokenStore, KeyRing,
+    MemoryTokenStore, RedisTokenStore, RefreshToken, RefreshTokenGrant, SaveOutcome, TokenKey,
+    TokenManager, TokenManagerBuilder, TokenSet, TokenStore,
 };
 
 use server::Server;
@@ -113,12 +122,28 @@ struct Config {
     storm_rounds: usize,
     /// Simulated latency of the token endpoint.
     token_delay: Duration,
-    /// Resident keys for the many-users measurement.
+    /// Resident keys for the many-users measurement, and the larger size also measured.
     keys: usize,
+    keys_large: usize,
     /// Cross-process: worker processes, concurrent requests per worker, rounds.
     processes: usize,
     process_concurrency: usize,
     process_rounds: usize,
+    /// Fleet (section 6): keys in Redis and in PostgreSQL, worker processes, keys per second
+    /// scheduled (Redis, PostgreSQL), requests in flight per worker (Redis, PostgreSQL), the
+    /// pause between a key's two moments, the workers' idle-key eviction and key limit (0:
+    /// none), keys loaded for the memory-per-key measurement.
+    fleet_keys: usize,
+    fleet_pg_keys: usize,
+    fleet_processes: usize,
+    fleet_rate: f64,
+    fleet_pg_rate: f64,
+    fleet_in_flight: usize,
+    fleet_pg_in_flight: usize,
+    fleet_gap: Duration,
+    fleet_idle: Duration,
+    fleet_max_keys: usize,
+    fleet_memory_keys: usize,
 }
 
 impl Config {
@@ -132,9 +157,21 @@ impl Config {
             storm_rounds: env_or("RTR_BENCH_STORM_ROUNDS", 9),
             token_delay: Duration::from_millis(env_or("RTR_BENCH_TOKEN_DELAY_MS", 20)),
             keys: env_or("RTR_BENCH_KEYS", 100_000),
+            keys_large: env_or("RTR_BENCH_KEYS_LARGE", 1_000_000),
             processes: env_or("RTR_BENCH_PROCESSES", 4),
             process_concurrency: env_or("RTR_BENCH_PROCESS_CONCURRENCY", 200),
             process_rounds: env_or("RTR_BENCH_PROCESS_ROUNDS", 3),
+            fleet_keys: env_or("RTR_BENCH_FLEET_KEYS", 1_000_000),
+            fleet_pg_keys: env_or("RTR_BENCH_FLEET_PG_KEYS", 5_000),
+            fleet_processes: env_or("RTR_BENCH_FLEET_PROCESSES", 8),
+            fleet_rate: env_or("RTR_BENCH_FLEET_RATE", 4_500.0),
+            fleet_pg_rate: env_or("RTR_BENCH_FLEET_PG_RATE", 50.0),
+            fleet_in_flight: env_or("RTR_BENCH_FLEET_IN_FLIGHT", 256),
+            fleet_pg_in_flight: env_or("RTR_BENCH_FLEET_PG_IN_FLIGHT", 4),
+            fleet_gap: Duration::from_millis(env_or("RTR_BENCH_FLEET_GAP_MS", 2_000)),
+            fleet_idle: Duration::from_millis(env_or("RTR_BENCH_FLEET_IDLE_MS", 5_000)),
+            fleet_max_keys: env_or("RTR_BENCH_FLEET_MAX_KEYS", 0),
+            fleet_memory_keys: env_or("RTR_BENCH_FLEET_MEMORY_KEYS", 50_000),
         }
     }
 }
@@ -166,7 +203,11 @@ fn row(
 
 fn main() {
     if let Ok(kind) = std::env::var(WORKER_ENV) {
-        worker(&kind);
+        if kind == fleet::WORKER_KIND {
+            fleet::worker();
+        } else {
+            worker(&kind);
+        }
         return;
     }
     if let Ok(variant) = std::env::var(INSTRUCTIONS_ENV) {
@@ -174,7 +215,8 @@ fn main() {
         return;
     }
     let config = Config::from_env();
-    // RTR_BENCH_SECTIONS=124 runs sections 1, 2 and 4 only.
+    // RTR_BENCH_SECTIONS=124 runs sections 1, 2 and 4 only; section 6 (minutes, a million
+    // records in Redis) runs only when named.
     let sections: String = env_or("RTR_BENCH_SECTIONS", "12345".to_owned());
     let mut rows = Vec::new();
     let server = Server::start(config.token_delay);
@@ -197,6 +239,10 @@ fn main() {
     if sections.contains('5') {
         eprintln!("== 5. across processes");
         across_processes(&config, &server, &mut rows);
+    }
+    if sections.contains('6') {
+        eprintln!("== 6. fleet");
+        fleet::fleet(&config, &mut rows);
     }
     print_table(&rows);
 }
@@ -315,6 +361,7 @@ fn hot_path(config: &Config, rows: &mut Vec<Row>) {
         "—",
         None,
     ));
+    dpop_rows(config, &ours, rows);
 
     for threads in [1, cores] {
         // Interleaved samples; the median of each.
@@ -339,6 +386,42 @@ fn hot_path(config: &Config, rows: &mut Vec<Row>) {
             format!("1. hot path, {threads} thread(s), stub transport"),
             measured,
             format!("{:.2}× the bare chain", b / a),
+            "—",
+            None,
+        ));
+    }
+}
+
+/// DPoP: every request carries a freshly signed proof. The same stub chain with a DPoP-bound
+/// token (ES256, then EdDSA) against `bearer`, the chain with a bearer token, interleaved.
+fn dpop_rows(config: &Config, bearer: &ClientWithMiddleware, rows: &mut Vec<Row>) {
+    for algorithm in [DpopAlgorithm::Es256, DpopAlgorithm::EdDsa] {
+        let manager = stub::manager();
+        let key = DpopKey::generate(algorithm).expect("key");
+        current_thread()
+            .block_on(manager.set_tokens(
+                &TokenKey::default(),
+                opaque_tokens(1, Duration::from_secs(24 * 3600)).with_dpop_key(key),
+            ))
+            .expect("set tokens");
+        let (_, dpop) = stub::chains(manager.middleware());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            a.push(stub_ns_per_op(bearer, 1, config.hot_iters / 20));
+            b.push(stub_ns_per_op(&dpop, 1, config.hot_iters / 20));
+        }
+        let (a, b) = (median(&mut a), median(&mut b));
+        eprintln!("  DPoP {algorithm:?}: bearer {a:.0} ns/op, DPoP {b:.0} ns/op");
+        rows.push(row(
+            format!(
+                "1. DPoP proof ({}), 1 thread, stub transport",
+                algorithm.as_str()
+            ),
+            format!(
+                "+{:.0} ns/request ({a:.0} → {b:.0} ns): a signature per request",
+                b - a
+            ),
+            format!("{:.1}× the bearer chain", b / a),
             "—",
             None,
         ));
@@ -817,7 +900,14 @@ fn storms(config: &Config, server: &Server, rows: &mut Vec<Row>) {
 fn many_users(config: &Config, rows: &mut Vec<Row>) {
     let runtime = current_thread();
     let store = Arc::new(MemoryTokenStore::new());
-    let keys: Vec<TokenKey> = (0..config.keys)
+    // Three sizes: 1,000 keys, `RTR_BENCH_KEYS` (100,000) and `RTR_BENCH_KEYS_LARGE`
+    // (1,000,000; 0 leaves it out), each served by a manager of its own on the same store.
+    let mut sizes = vec![config.keys.min(1_000), config.keys];
+    if config.keys_large > config.keys {
+        sizes.push(config.keys_large);
+    }
+    let total = *sizes.last().expect("a size");
+    let keys: Vec<TokenKey> = (0..total)
         .map(|i| TokenKey::new(format!("user-{i}")))
         .collect();
     let token_bytes = {
@@ -825,7 +915,7 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         tokens.access_token().secret().len()
             + tokens.refresh_token().map_or(0, |t| t.secret().len())
     };
-    // The store's own records (and its per-key locks), counted apart from the manager.
+    // The store's own records (and its per-key locks), counted apart from the managers.
     let (_, store_bytes, _) = counted(|| {
         runtime.block_on(async {
             for (i, key) in keys.iter().enumerate() {
@@ -841,12 +931,11 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
     let middleware = || {
         loopback_builder(stub::ORIGIN)
             .store(store.clone())
+            // Every key stays resident for the whole measurement.
+            .evict_idle_keys(None)
             .build()
             .middleware()
     };
-    // Two managers on the same store: one serving every key, one the first thousand.
-    let (_, all) = stub::chains(middleware());
-    let (_, few) = stub::chains(middleware());
     let request = stub::request();
     let send = |chain: &ClientWithMiddleware, key: &TokenKey| {
         send_as(
@@ -855,22 +944,24 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             key.clone(),
         )
     };
-    let (_, manager_bytes, _) = counted(|| {
-        runtime.block_on(async {
-            for key in &keys {
-                send(&all, key).await;
-            }
-        });
-    });
-    let few_keys = &keys[..keys.len().min(1_000)];
-    runtime.block_on(async {
-        for key in few_keys {
-            send(&few, key).await;
-        }
-    });
+    // Ours at each size: the chain and the bytes its manager holds once every key was used.
+    let ours: Vec<(ClientWithMiddleware, i64)> = sizes
+        .iter()
+        .map(|&size| {
+            let (_, chain) = stub::chains(middleware());
+            let (_, bytes, _) = counted(|| {
+                runtime.block_on(async {
+                    for key in &keys[..size] {
+                        send(&chain, key).await;
+                    }
+                });
+            });
+            (chain, bytes)
+        })
+        .collect();
     // The floor: the least a per-key lookup can do, a middleware holding an immutable
     // `HashMap<TokenKey, HeaderValue>` of the same tokens, timed with the same keys. What it
-    // loses at 100,000 keys is the memory latency any per-key table pays.
+    // loses at 100,000 keys and more is the memory latency any per-key table pays.
     let table = |keys: &[TokenKey]| {
         let headers = keys
             .iter()
@@ -887,9 +978,10 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
             .with(stub::Respond200)
             .build()
     };
-    let (floor_all, floor_few) = (table(&keys), table(few_keys));
-    // Random lookups, timed in interleaved rounds so that a change in machine load hits both
-    // sizes alike; the median of the rounds' ratios is reported.
+    let floors: Vec<ClientWithMiddleware> =
+        sizes.iter().map(|&size| table(&keys[..size])).collect();
+    // Random lookups, timed in interleaved rounds so that a change in machine load hits every
+    // size alike; the median of the rounds' ratios is reported.
     let time = |chain: &ClientWithMiddleware, keys: &[TokenKey], seed: u64| {
         let lookups = 20_000u64;
         let mut x = seed;
@@ -905,86 +997,117 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
         });
         start.elapsed().as_nanos() as f64 / lookups as f64
     };
-    // Ours and the floor, each at both sizes; the order reverses every other round.
-    let chains = [
-        (&few, few_keys),
-        (&all, &keys[..]),
-        (&floor_few, few_keys),
-        (&floor_all, &keys[..]),
-    ];
-    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    // Ours at each size, then the floor at each size; the order reverses every other round.
+    let chains: Vec<(&ClientWithMiddleware, &[TokenKey])> = ours
+        .iter()
+        .map(|(chain, _)| chain)
+        .chain(&floors)
+        .zip(sizes.iter().chain(&sizes))
+        .map(|(chain, &size)| (chain, &keys[..size]))
+        .collect();
+    let n = sizes.len();
+    let mut rounds: Vec<Vec<f64>> = Vec::new();
     for round in 0..9u64 {
         let seed = 0x9e37_79b9_7f4a_7c15 ^ round;
-        let mut order = [0, 1, 2, 3];
+        let mut order: Vec<usize> = (0..chains.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
-        let mut ns = [0.0; 4];
+        let mut ns = vec![0.0; chains.len()];
         for i in order {
             let (chain, keys) = chains[i];
             ns[i] = time(chain, keys, seed);
         }
         eprintln!(
-            "  round {round}: {:.0} ns ({} keys), {:.0} ns ({} keys); floor {:.0} ns, {:.0} ns",
-            ns[0],
-            few_keys.len(),
-            ns[1],
-            keys.len(),
-            ns[2],
-            ns[3]
+            "  round {round}: ours {} ns; floor {} ns ({} keys)",
+            ns[..n]
+                .iter()
+                .map(|ns| format!("{ns:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            ns[n..]
+                .iter()
+                .map(|ns| format!("{ns:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            sizes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
         rounds.push(ns);
     }
     let median_of =
-        |f: &dyn Fn(&[f64; 4]) -> f64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
-    let per_key = manager_bytes as f64 / config.keys as f64;
-    let beyond = per_key - token_bytes as f64;
-    let store_per_key = store_bytes as f64 / config.keys as f64;
-    eprintln!(
-        "  memory: manager {per_key:.0} B/key, memory store {store_per_key:.0} B/key, token strings {token_bytes} B"
-    );
-    rows.push(row(
-        format!("4. many users: memory per idle key, {} keys", config.keys),
-        format!(
-            "{per_key:.0} B/key in the manager incl. {token_bytes} B of token strings \
-             (+ {store_per_key:.0} B/key in `MemoryTokenStore`)"
-        ),
-        format!("{beyond:.0} B beyond the tokens"),
-        "≤ 1024 B",
-        Some(beyond <= 1024.0),
-    ));
-    let flat = median_of(&|ns| ns[1] / ns[0]);
-    rows.push(row(
-        format!(
-            "4. many users: lookup time, {} ÷ {} keys",
-            keys.len(),
-            few_keys.len()
-        ),
-        format!(
-            "{:.0} vs {:.0} ns/request (stub transport, random keys; medians of 9 interleaved rounds)",
-            median_of(&|ns| ns[1]),
-            median_of(&|ns| ns[0])
-        ),
-        format!("{flat:.2}"),
-        "≤ 1.5 (flat)",
-        Some(flat <= 1.5),
-    ));
-    let floor = median_of(&|ns| ns[3] / ns[2]);
-    rows.push(row(
-        format!(
-            "4. floor: lookup time of a bare `HashMap<TokenKey, HeaderValue>` middleware, {} ÷ {} keys",
-            keys.len(),
-            few_keys.len()
-        ),
-        format!(
-            "{:.0} vs {:.0} ns/request (same rounds, same keys)",
-            median_of(&|ns| ns[3]),
-            median_of(&|ns| ns[2])
-        ),
-        format!("{floor:.2}"),
-        "—",
-        None,
-    ));
+        |f: &dyn Fn(&[f64]) -> f64| median(&mut rounds.iter().map(|ns| f(ns)).collect::<Vec<_>>());
+    let store_per_key = store_bytes as f64 / total as f64;
+    for (i, &size) in sizes.iter().enumerate().skip(1) {
+        let per_key = ours[i].1 as f64 / size as f64;
+        let beyond = per_key - token_bytes as f64;
+        eprintln!(
+            "  memory at {size} keys: manager {per_key:.0} B/key, memory store {store_per_key:.0} B/key, token strings {token_bytes} B"
+        );
+        rows.push(row(
+            format!("4. many users: memory per idle key, {size} keys"),
+            format!(
+                "{per_key:.0} B/key in the manager incl. {token_bytes} B of token strings \
+                 (+ {store_per_key:.0} B/key in `MemoryTokenStore`)"
+            ),
+            format!("{beyond:.0} B beyond the tokens"),
+            "≤ 1024 B",
+            Some(beyond <= 1024.0),
+        ));
+    }
+    for (i, &size) in sizes.iter().enumerate().skip(1) {
+        let flat = median_of(&|ns| ns[i] / ns[0]);
+        rows.push(row(
+            format!("4. many users: lookup time, {size} ÷ {} keys", sizes[0]),
+            format!(
+                "{:.0} vs {:.0} ns/request (stub transport, random keys; medians of 9 interleaved \
+                 rounds of all {} chains)",
+                median_of(&|ns| ns[i]),
+                median_of(&|ns| ns[0]),
+                2 * n
+            ),
+            format!("{flat:.2}"),
+            "≤ 1.5 (flat)",
+            Some(flat <= 1.5),
+        ));
+        let floor = median_of(&|ns| ns[n + i] / ns[n]);
+        rows.push(row(
+            format!(
+                "4. floor: lookup time of a bare `HashMap<TokenKey, HeaderValue>` middleware, {size} ÷ {} keys",
+                sizes[0]
+            ),
+            format!(
+                "{:.0} vs {:.0} ns/request (same rounds, same keys)",
+                median_of(&|ns| ns[n + i]),
+                median_of(&|ns| ns[n])
+            ),
+            format!("{floor:.2}"),
+            "—",
+            None,
+        ));
+        rows.push(row(
+            format!("4. ours ÷ floor, lookup time at {size} keys"),
+            format!(
+                "{:.0} vs {:.0} ns/request (same rounds, same keys); at {} keys {:.0} vs {:.0}",
+                median_of(&|ns| ns[i]),
+                median_of(&|ns| ns[n + i]),
+                sizes[0],
+                median_of(&|ns| ns[0]),
+                median_of(&|ns| ns[n])
+            ),
+            format!(
+                "{:.2} ({:.2} at {} keys)",
+                median_of(&|ns| ns[i] / ns[n + i]),
+                median_of(&|ns| ns[0] / ns[n]),
+                sizes[0]
+            ),
+            "—",
+            None,
+        ));
+    }
 }
 
 /// The floor of section 4: inserts the request key's header from an immutable table.

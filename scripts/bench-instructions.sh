@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 low="${RTR_BENCH_LOW:-200}"
 high="${RTR_BENCH_HIGH:-1200}"
-cargo bench --no-run --quiet --bench load --features file,redis 2>/dev/null
+cargo bench --no-run --quiet --bench load --features file,redis,dpop 2>/dev/null
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')"
 binary="$(ls -t "$target_dir"/release/deps/load-* | grep -v '\.d$' | head -n 1)"
 count() {
