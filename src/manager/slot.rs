@@ -18,14 +18,18 @@ use crate::token::is_b64token;
 use crate::token::TokenSet;
 
 /// A token ready to send: the set and its ready-made `Authorization` value.
+// In declaration order (`repr(C)`): what every request reads (the header, when it is due, and
+// whether it is DPoP-bound) comes first, next to the reference count of the state holding it,
+// so that a request reads two cache lines of the state however large the token set is.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct ActiveToken {
-    tokens: TokenSet,
     header: HeaderValue,
     refresh_due_at: Option<SystemTime>,
     /// For DPoP-bound tokens: the access token's hash (`ath`), the same in every proof.
     #[cfg(feature = "dpop")]
-    ath: Option<String>,
+    ath: Option<Box<str>>,
+    tokens: TokenSet,
 }
 
 impl ActiveToken {
@@ -37,7 +41,7 @@ impl ActiveToken {
         #[cfg(feature = "dpop")]
         let ath = tokens
             .dpop_key()
-            .map(|_| crate::dpop::access_token_hash(tokens.access_token().secret()));
+            .map(|_| crate::dpop::access_token_hash(tokens.access_token().secret()).into());
         Ok(Self {
             tokens,
             header,
@@ -55,7 +59,9 @@ impl ActiveToken {
     /// The DPoP key and the `ath` of DPoP-bound tokens.
     #[cfg(feature = "dpop")]
     pub(crate) fn dpop(&self) -> Option<(&crate::dpop::DpopKey, &str)> {
-        self.tokens.dpop_key().zip(self.ath.as_deref())
+        // `ath` first: a bearer token is told apart without reading the token set.
+        let ath = self.ath.as_deref()?;
+        Some((self.tokens.dpop_key()?, ath))
     }
 
     pub(crate) fn tokens(&self) -> &TokenSet {
@@ -168,9 +174,15 @@ pub(super) struct Book {
 }
 
 /// One key: its published state, its writer lock and its flight.
+// In declaration order (`repr(C)`): the two fields a request reads and writes (the state and
+// the last use) come first, so that they share one cache line of the slot.
+#[repr(C)]
 pub(super) struct KeySlot {
-    pub(super) key: TokenKey,
     state: ArcSwap<KeyState>,
+    /// When the key was last asked for, in seconds since the Unix epoch (coarse on purpose:
+    /// a request writes it at most once a second).
+    last_used: AtomicU64,
+    pub(super) key: TokenKey,
     /// The writer lock: serializes everything that changes this key in this process (the
     /// store's lock does the same across processes).
     book: tokio::sync::Mutex<Book>,
@@ -179,9 +191,6 @@ pub(super) struct KeySlot {
     /// Until when refreshes are held back after a failure, readable without the writer lock:
     /// a still-valid token is then used without starting a run.
     held_back_until: Mutex<Option<Instant>>,
-    /// When the key was last asked for, in seconds since the Unix epoch (coarse on purpose:
-    /// a request writes it at most once a second).
-    last_used: AtomicU64,
 }
 
 impl KeySlot {
