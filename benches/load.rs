@@ -1087,8 +1087,8 @@ fn many_users(config: &Config, rows: &mut Vec<Row>) {
                 2 * n
             ),
             format!("{flat:.2}"),
-            "≤ 1.5 (flat)",
-            Some(flat <= 1.5),
+            "≤ 1.3 (flat)",
+            Some(flat <= 1.3),
         ));
         let floor = median_of(&|ns| ns[n + i] / ns[n]);
         rows.push(row(
