@@ -26,11 +26,11 @@ mod fleet_server;
 mod server;
 #[path = "support/stub.rs"]
 mod stub;
+#[path = "support/workers.rs"]
+mod workers;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +45,7 @@ use reqwest_token_refresh::{
 };
 
 use server::Server;
+use workers::Workers;
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: live bytes and allocation count while `COUNTING` is on.
@@ -1252,67 +1253,23 @@ async fn concurrent_ok(client: &ClientWithMiddleware, url: &str, count: usize) -
         .count()
 }
 
-struct Workers(Vec<(Child, ChildStdin, BufReader<ChildStdout>)>);
-
-impl Workers {
-    fn spawn(count: usize, env: &[(&str, String)]) -> Self {
-        let exe = std::env::current_exe().expect("bench binary");
-        Self(
-            (0..count)
-                .map(|_| {
-                    let mut command = Command::new(&exe);
-                    command
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::inherit());
-                    for (key, value) in env {
-                        command.env(key, value);
-                    }
-                    let mut child = command.spawn().expect("spawn worker");
-                    let stdin = child.stdin.take().expect("stdin");
-                    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-                    (child, stdin, stdout)
-                })
-                .collect(),
-        )
+/// One storm in every worker at once: (ok, failed, slowest wall).
+fn storm_in_workers(workers: &mut Workers) -> (usize, usize, Duration) {
+    for index in 0..workers.len() {
+        workers.send(index, "storm");
     }
-
-    /// One storm in every worker at once: (ok, failed, slowest wall).
-    fn storm(&mut self) -> (usize, usize, Duration) {
-        for (_, stdin, _) in &mut self.0 {
-            writeln!(stdin, "storm").expect("write to worker");
-            stdin.flush().expect("flush");
-        }
-        let (mut ok, mut failed, mut wall) = (0, 0, 0u64);
-        for (_, _, stdout) in &mut self.0 {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                assert!(
-                    stdout.read_line(&mut line).expect("read") > 0,
-                    "worker died"
-                );
-                if let Some(reply) = line.trim().strip_prefix("reply: ") {
-                    let numbers: Vec<u64> = reply
-                        .split_whitespace()
-                        .map(|n| n.parse().expect("number"))
-                        .collect();
-                    ok += numbers[0] as usize;
-                    failed += numbers[1] as usize;
-                    wall = wall.max(numbers[2]);
-                    break;
-                }
-            }
-        }
-        (ok, failed, Duration::from_micros(wall))
+    let (mut ok, mut failed, mut wall) = (0, 0, 0u64);
+    for index in 0..workers.len() {
+        let numbers: Vec<u64> = workers
+            .read(index, "reply: ")
+            .split_whitespace()
+            .map(|n| n.parse().expect("number"))
+            .collect();
+        ok += numbers[0] as usize;
+        failed += numbers[1] as usize;
+        wall = wall.max(numbers[2]);
     }
-
-    fn finish(mut self) {
-        for (child, stdin, _) in &mut self.0 {
-            let _ = writeln!(stdin, "exit");
-            let _ = child.wait();
-        }
-    }
+    (ok, failed, Duration::from_micros(wall))
 }
 
 fn across_processes(config: &Config, server: &Server, rows: &mut Vec<Row>) {
@@ -1378,17 +1335,17 @@ fn across_processes(config: &Config, server: &Server, rows: &mut Vec<Row>) {
                 ),
             ],
         );
-        workers.storm(); // warm-up: every worker loads the tokens
+        storm_in_workers(&mut workers); // warm-up: every worker loads the tokens
         let (mut valid_walls, mut rejected_walls) = (Vec::new(), Vec::new());
         let (mut failures, mut calls) = (0, Vec::new());
         let reuse = server.reuse_detections();
         for _ in 0..config.process_rounds {
-            let (_, failed, wall) = workers.storm();
+            let (_, failed, wall) = storm_in_workers(&mut workers);
             failures += failed;
             valid_walls.push(wall.as_secs_f64());
             server.reject_current_tokens();
             let before = server.token_calls();
-            let (_, failed, wall) = workers.storm();
+            let (_, failed, wall) = storm_in_workers(&mut workers);
             calls.push(server.token_calls() - before);
             failures += failed;
             rejected_walls.push(wall.as_secs_f64());

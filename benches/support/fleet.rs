@@ -27,8 +27,6 @@
 //! the server), none for the others.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +41,7 @@ use reqwest_token_refresh::{
 use serde::{Deserialize, Serialize};
 
 use crate::fleet_server::{self, FleetServer};
+use crate::workers::Workers;
 use crate::{counted, key_ring, median, multi_thread, redis_url, row, stub, Config, Row};
 
 /// `RTR_BENCH_WORKER` of a fleet worker.
@@ -727,6 +726,17 @@ struct MemoryReport {
     millis: u64,
 }
 
+/// A worker's client: the token middleware in front of the stub API.
+fn fleet_chain(manager: &TokenManager, plan: Plan, stats: &Arc<Stats>) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(manager.middleware())
+        .with(FleetApi {
+            plan,
+            stats: Arc::clone(stats),
+        })
+        .build()
+}
+
 struct WorkerSettings {
     plan: Plan,
     index: usize,
@@ -744,7 +754,7 @@ impl WorkerSettings {
         let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
         Self {
             plan: Plan::decode(&var("RTR_BENCH_FLEET_PLAN")),
-            index: var("RTR_BENCH_FLEET_INDEX").parse().expect("index"),
+            index: var(crate::workers::INDEX_ENV).parse().expect("index"),
             kind: if var("RTR_BENCH_FLEET_STORE") == "redis" {
                 Kind::Redis
             } else {
@@ -789,13 +799,7 @@ pub fn worker() {
         builder = builder.max_keys(settings.max_keys);
     }
     let manager = builder.build();
-    let chain = ClientBuilder::new(reqwest::Client::new())
-        .with(manager.middleware())
-        .with(FleetApi {
-            plan: settings.plan,
-            stats: Arc::clone(&stats),
-        })
-        .build();
+    let chain = fleet_chain(&manager, settings.plan, &stats);
     let report = runtime.block_on(run(&settings, &manager, &chain, &stats));
     println!("fleet: {}", serde_json::to_string(&report).expect("report"));
     drop(chain);
@@ -945,13 +949,7 @@ fn memory(
         .evict_idle_keys(None)
         .store(Arc::clone(store))
         .build();
-    let chain = ClientBuilder::new(reqwest::Client::new())
-        .with(manager.middleware())
-        .with(FleetApi {
-            plan: settings.plan,
-            stats: Arc::clone(&stats),
-        })
-        .build();
+    let chain = fleet_chain(&manager, settings.plan, &stats);
     let plan = settings.plan;
     let share: Vec<usize> = (0..plan.keys)
         .filter(|&k| plan.primary(k) == settings.index)
@@ -999,63 +997,6 @@ fn memory(
         rss_after: rss_bytes(),
         failures,
         millis: start.elapsed().as_millis() as u64,
-    }
-}
-
-struct Workers(Vec<(Child, ChildStdin, BufReader<ChildStdout>)>);
-
-impl Workers {
-    fn spawn(count: usize, env: &[(&str, String)]) -> Self {
-        let exe = std::env::current_exe().expect("bench binary");
-        Self(
-            (0..count)
-                .map(|index| {
-                    let mut command = Command::new(&exe);
-                    command
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::inherit())
-                        .env(crate::WORKER_ENV, WORKER_KIND)
-                        .env("RTR_BENCH_FLEET_INDEX", index.to_string());
-                    for (key, value) in env {
-                        command.env(key, value);
-                    }
-                    let mut child = command.spawn().expect("spawn worker");
-                    let stdin = child.stdin.take().expect("stdin");
-                    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-                    (child, stdin, stdout)
-                })
-                .collect(),
-        )
-    }
-
-    /// The next line of worker `index` that starts with `prefix`, without it.
-    fn read(&mut self, index: usize, prefix: &str) -> String {
-        let (_, _, stdout) = &mut self.0[index];
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                stdout.read_line(&mut line).expect("read") > 0,
-                "fleet worker {index} died"
-            );
-            if let Some(rest) = line.trim().strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
-    }
-
-    fn send(&mut self, index: usize, command: &str) {
-        let (_, stdin, _) = &mut self.0[index];
-        writeln!(stdin, "{command}").expect("write to worker");
-        stdin.flush().expect("flush");
-    }
-
-    fn finish(mut self) {
-        for (child, stdin, _) in &mut self.0 {
-            let _ = writeln!(stdin, "exit");
-            let _ = child.wait();
-        }
     }
 }
 
@@ -1209,6 +1150,7 @@ fn run_store(config: &Config, setup: &Setup, rows: &mut Vec<Row>) {
     let mut workers = Workers::spawn(
         setup.processes,
         &[
+            (crate::WORKER_ENV, WORKER_KIND.to_owned()),
             ("RTR_BENCH_FLEET_PLAN", plan.encode()),
             ("RTR_BENCH_FLEET_STORE", kind.name().to_owned()),
             ("RTR_BENCH_LOCATION", location.clone()),

@@ -9,7 +9,6 @@
 //! server with reuse detection would.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +18,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+
+use crate::server::serve_on_loopback;
 
 /// How long the access tokens the endpoint issues live.
 pub const ISSUED_LIFETIME: Duration = Duration::from_secs(3600);
@@ -73,16 +72,8 @@ impl FleetServer {
             malformed: AtomicU64::new(0),
             delay,
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local addr");
-        let served = Arc::clone(&state);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(serve(listener, served));
+        let addr = serve_on_loopback(Arc::clone(&state), |state, request| async move {
+            respond(&state, request).await
         });
         Self { addr, state }
     }
@@ -109,26 +100,6 @@ impl FleetServer {
     /// Calls whose refresh token was not one of ours.
     pub fn malformed(&self) -> u64 {
         self.state.malformed.load(Ordering::SeqCst)
-    }
-}
-
-async fn serve(listener: std::net::TcpListener, state: Arc<State>) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(respond(&state, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }
 

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,16 +48,8 @@ impl Server {
             token_delay,
             ..State::default()
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local addr");
-        let served = Arc::clone(&state);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(serve(listener, served));
+        let addr = serve_on_loopback(Arc::clone(&state), |state, request| async move {
+            route(&state, request).await
         });
         Self { addr, state }
     }
@@ -97,24 +90,43 @@ impl Server {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, state: Arc<State>) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+/// Serves `handle` on a free port of 127.0.0.1 (HTTP/1 and HTTP/2), on a single-threaded
+/// Tokio runtime in a thread of its own, until the process exits; returns the address.
+pub fn serve_on_loopback<S, F, Fut>(state: Arc<S>, handle: F) -> SocketAddr
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let response = handle(Arc::clone(&state), request);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
-    }
+    });
+    addr
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
