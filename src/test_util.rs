@@ -149,8 +149,11 @@ struct Grant {
 /// How token requests must authenticate the client.
 #[derive(Debug, Clone)]
 enum ClientAuth {
-    /// `client_secret_basic` or `client_secret_post`.
-    Secret { client_id: String, secret: String },
+    /// `client_secret_basic` or `client_secret_post` (the secret redacted in `Debug`).
+    Secret {
+        client_id: String,
+        secret: crate::ClientSecret,
+    },
     /// `private_key_jwt`.
     #[cfg(feature = "private-key-jwt")]
     PrivateKeyJwt(assertion::AssertionClient),
@@ -207,7 +210,7 @@ impl MockAuthorizationServerBuilder {
     pub fn client(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.client = Some(ClientAuth::Secret {
             client_id: client_id.into(),
-            secret: secret.into(),
+            secret: crate::ClientSecret::new(secret),
         });
         self
     }
@@ -658,7 +661,7 @@ impl TokenEndpoint {
     ) -> Option<ResponseTemplate> {
         match self.client.as_ref()? {
             ClientAuth::Secret { client_id, secret } => {
-                (!authenticates(request, field, client_id, secret)).then(|| {
+                (!authenticates(request, field, client_id, secret.secret())).then(|| {
                     ResponseTemplate::new(401)
                         .insert_header("www-authenticate", r#"Basic realm="token""#)
                         .set_body_json(serde_json::json!({ "error": "invalid_client" }))

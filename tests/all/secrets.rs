@@ -92,3 +92,10 @@ async fn d13_debug_and_display_never_contain_a_secret() {
     assert_clean(&format!("{store_error} {store_error:?}"));
     let _ = StatusCode::OK;
 }
+
+#[test]
+fn d13_the_test_kit_builder_never_shows_the_client_secret() {
+    let builder = reqwest_token_refresh::test_util::MockAuthorizationServer::builder()
+        .client("my-app", CANARIES[2]);
+    assert_clean(&format!("{builder:?} {builder:#?}"));
+}
