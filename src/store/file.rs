@@ -814,37 +814,19 @@ mod tests {
     async fn files_of_other_users_and_directories_others_can_write_are_refused() {
         let dir = TempDir::new();
         let key = TokenKey::default();
-        let _ = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .save(&key, &tokens(1), None)
-            .await
-            .unwrap();
+        // A new store for every check: each looks at the file and directory as they are now.
+        let fresh = || FileTokenStore::builder(dir.file()).build().unwrap();
+        let _ = fresh().save(&key, &tokens(1), None).await.unwrap();
 
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
-        let error = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .load(&key)
-            .await
-            .unwrap_err();
+        let error = fresh().load(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         assert!(error.to_string().contains("chmod go-w"), "{error}");
-        let error = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .lock(&key)
-            .await
-            .unwrap_err();
+        let error = fresh().lock(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         // The sticky bit (as on /tmp) restricts renames and deletes to each file's owner.
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .load(&key)
-            .await
-            .is_ok());
+        assert!(fresh().load(&key).await.is_ok());
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
         let trusting = FileTokenStore::builder(dir.file())
             .danger_skip_ownership_checks()
@@ -853,27 +835,16 @@ mod tests {
         assert!(trusting.load(&key).await.is_ok());
         fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700)).unwrap();
 
-        // SAFETY: geteuid has no preconditions.
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipping the owner check: giving a file away needs root");
             return;
         }
         let nobody = 65534;
         std::os::unix::fs::chown(dir.file(), Some(nobody), Some(nobody)).unwrap();
-        let error = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .load(&key)
-            .await
-            .unwrap_err();
+        let error = fresh().load(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         assert!(error.to_string().contains("uid 65534"), "{error}");
-        let error = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .save(&key, &tokens(2), None)
-            .await
-            .unwrap_err();
+        let error = fresh().save(&key, &tokens(2), None).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
         assert!(trusting.load(&key).await.is_ok());
         // A lock file another user planted is refused too (they could hold it for ever).
@@ -882,12 +853,7 @@ mod tests {
         fs::write(&lock, b"").unwrap();
         fs::set_permissions(&lock, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::chown(&lock, Some(nobody), Some(nobody)).unwrap();
-        let error = FileTokenStore::builder(dir.file())
-            .build()
-            .unwrap()
-            .lock(&key)
-            .await
-            .unwrap_err();
+        let error = fresh().lock(&key).await.unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Refused, "{error}");
     }
 

@@ -15,7 +15,7 @@ use reqwest_token_refresh::{ConfigError, Error, Event, RedisTokenStore, TokenKey
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{builder, client};
-use crate::redis_support::{key_ring, required, tokens, unique_prefix};
+use crate::redis_support::{delete_lease, key_ring, required, spoil_record, tokens, unique_prefix};
 
 /// Middlewares sharing the store, as replicas of a service would (one connection each).
 const REPLICAS: usize = 4;
@@ -162,25 +162,14 @@ async fn the_token_store_contract_on_a_cluster() {
         move |key: TokenKey| {
             let lease = names.lock_name(&key);
             async move {
-                let deleted: i64 = redis::cmd("DEL")
-                    .arg(lease)
-                    .query_async(&mut raw_cluster().await)
-                    .await
-                    .unwrap();
-                assert_eq!(deleted, 1, "the lease existed");
+                delete_lease(&mut raw_cluster().await, lease).await;
             }
         }
     };
     let corrupter = move |key: TokenKey| {
         let record = names.record_name(&key);
         async move {
-            let _: () = redis::cmd("HSET")
-                .arg(record)
-                .arg("sealed")
-                .arg("not a sealed envelope")
-                .query_async(&mut raw_cluster().await)
-                .await
-                .unwrap();
+            spoil_record(&mut raw_cluster().await, record).await;
         }
     };
     StoreContract::new(make)

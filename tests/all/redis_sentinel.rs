@@ -13,7 +13,9 @@ use reqwest_token_refresh::{Error, RedisTokenStore, StoreErrorKind, TokenKey, To
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{builder, built_with_tokens, record};
-use crate::redis_support::{key_ring, required, tokens, unique_prefix, PrivateRedis};
+use crate::redis_support::{
+    delete_lease, key_ring, required, spoil_record, tokens, unique_prefix, PrivateRedis,
+};
 
 fn sentinel_urls() -> Vec<String> {
     std::env::var("REDIS_SENTINEL_URLS")
@@ -88,25 +90,14 @@ async fn the_token_store_contract_behind_sentinel() {
         move |key: TokenKey| {
             let (lease, master) = (names.lock_name(&key), master.clone());
             async move {
-                let deleted: i64 = redis::cmd("DEL")
-                    .arg(lease)
-                    .query_async(&mut node(&master).await)
-                    .await
-                    .unwrap();
-                assert_eq!(deleted, 1, "the lease existed");
+                delete_lease(&mut node(&master).await, lease).await;
             }
         }
     };
     let corrupter = move |key: TokenKey| {
         let (record, master) = (names.record_name(&key), master.clone());
         async move {
-            let _: () = redis::cmd("HSET")
-                .arg(record)
-                .arg("sealed")
-                .arg("not a sealed envelope")
-                .query_async(&mut node(&master).await)
-                .await
-                .unwrap();
+            spoil_record(&mut node(&master).await, record).await;
         }
     };
     StoreContract::new(make)

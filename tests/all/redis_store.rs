@@ -12,7 +12,9 @@ use reqwest_token_refresh::{
 
 use crate::auth_server::AuthServer;
 use crate::helpers::{bound, builder, builder_for, built_with_tokens, client, record};
-use crate::redis_support::{key_ring, tokens, unique_prefix, PrivateRedis};
+use crate::redis_support::{
+    delete_lease, key_ring, spoil_record, tokens, unique_prefix, PrivateRedis,
+};
 use crate::workers::{self, Workers};
 use reqwest_token_refresh::test_util::store_contract::StoreContract;
 
@@ -100,25 +102,14 @@ async fn the_token_store_contract() {
         move |key: TokenKey| {
             let lease = format!("{prefix}lock:{key}");
             async move {
-                let deleted: i64 = redis::cmd("DEL")
-                    .arg(lease)
-                    .query_async(&mut raw_connection().await)
-                    .await
-                    .unwrap();
-                assert_eq!(deleted, 1, "the lease existed");
+                delete_lease(&mut raw_connection().await, lease).await;
             }
         }
     };
     let corrupter = move |key: TokenKey| {
         let record = format!("{prefix}tokens:{key}");
         async move {
-            let _: () = redis::cmd("HSET")
-                .arg(record)
-                .arg("sealed")
-                .arg("not a sealed envelope")
-                .query_async(&mut raw_connection().await)
-                .await
-                .unwrap();
+            spoil_record(&mut raw_connection().await, record).await;
         }
     };
     StoreContract::new(make)

@@ -48,6 +48,29 @@ pub fn required<T, E: std::fmt::Display>(what: &str, connected: Result<T, E>) ->
     }
 }
 
+/// The contract suite's lock breaker: deletes the lease `lease` behind its holder's back (as
+/// when it expires during a stall).
+pub async fn delete_lease(connection: &mut impl redis::aio::ConnectionLike, lease: String) {
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(lease)
+        .query_async(connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the lease existed");
+}
+
+/// The contract suite's corrupter: replaces the seal of the record `record` with bytes that
+/// are not a sealed envelope.
+pub async fn spoil_record(connection: &mut impl redis::aio::ConnectionLike, record: String) {
+    let _: () = redis::cmd("HSET")
+        .arg(record)
+        .arg("sealed")
+        .arg("not a sealed envelope")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
