@@ -1,19 +1,15 @@
 //! Scenarios 5 to 7: each way of authenticating the client, client credentials, discovery,
 //! logout with revocation, and a grant the server's administrator revoked.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest_middleware::ClientBuilder;
 use reqwest_token_refresh::{
-    ClientCredentialsGrant, ClientSecret, Discovery, Error, TokenKey, TokenManager, TokenSet,
+    ClientCredentialsGrant, ClientSecret, Discovery, Error, TokenKey, TokenManager,
 };
 
 use crate::provider::{Client, Provider, SERVICE_CLIENT, SERVICE_SECRET};
-use crate::storms::{assert_grant_alive, client_with, failures, held};
-
-fn expired(tokens: TokenSet) -> TokenSet {
-    tokens.with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
-}
+use crate::storms::{assert_grant_alive, client_with, expired, failures, held};
 
 /// The server authenticates each client only by its registered method (strict mode), with
 /// secrets full of reserved characters: a refresh succeeds only if the crate encoded them as

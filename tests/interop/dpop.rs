@@ -2,19 +2,15 @@
 //! binds `dpop-client`'s tokens to the login's key, demands nonces at both ends when told to,
 //! and authenticates `jwt-client` by its signed assertions.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest_middleware::ClientBuilder;
 use reqwest_token_refresh::{
-    ClientCredentialsGrant, DpopAlgorithm, DpopKey, TokenKey, TokenManager, TokenSet,
+    ClientCredentialsGrant, DpopAlgorithm, DpopKey, TokenKey, TokenManager,
 };
 
 use crate::provider::{jwt_client_key, Client, Provider};
-use crate::storms::{assert_grant_alive, client_with, failures, held};
-
-fn expired(tokens: TokenSet) -> TokenSet {
-    tokens.with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
-}
+use crate::storms::{assert_grant_alive, client_with, expired, failures, held};
 
 /// 500 requests on a DPoP-bound token that must be refreshed: one token request with a proof,
 /// every API request with its own proof, no reuse.

@@ -52,6 +52,12 @@ pub async fn assert_grant_alive(provider: &Provider, held: Option<TokenSet>) {
     );
 }
 
+/// `tokens`, expired on our side (the server would still accept them): the next request
+/// needs a refresh.
+pub fn expired(tokens: TokenSet) -> TokenSet {
+    tokens.with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1))
+}
+
 /// The tokens `manager` holds for the default key.
 pub async fn held(manager: &TokenManager) -> Option<TokenSet> {
     manager.tokens(&TokenKey::default()).await.expect("tokens")
@@ -63,8 +69,8 @@ async fn a_storm_on_an_expired_token_makes_one_refresh_and_keeps_the_grant() {
         return;
     };
     let tokens = provider.login(Client::Basic).await;
-    // Expired on our side (the server would still accept it): every request needs a refresh.
-    let tokens = tokens.with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    // Expired on our side: every request needs a refresh.
+    let tokens = expired(tokens);
     let (client, manager) = client_with(&provider, Client::Basic, tokens).await;
     provider.reset_counters().await;
 
