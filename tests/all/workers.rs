@@ -17,7 +17,7 @@ use reqwest_token_refresh::{TokenKey, TokenManager};
 use crate::auth_server::AuthServer;
 
 /// How many short-lived processes run one after another in the lock-release-at-exit tests.
-pub const SHORT_LIVED_RUNS: usize = 20;
+const SHORT_LIVED_RUNS: usize = 20;
 
 /// Environment variable that makes an ignored worker test act.
 pub const WORKER_ENV: &str = "RTR_TEST_WORKER";
@@ -111,18 +111,13 @@ fn reply(stdout: &mut BufReader<ChildStdout>) -> String {
     }
 }
 
-/// CLI-style use, one process after another: before each of `runs` processes, `server`
+/// CLI-style use, one process after another: before each of [`SHORT_LIVED_RUNS`] processes, `server`
 /// rejects the access tokens issued so far, so that the process's one request refreshes; the
 /// process (test `name`, see [`one_request_and_exit`]) then exits. Returns how long each
 /// process's request took: a lock left behind by the previous process shows there.
-pub fn short_lived_runs(
-    server: &AuthServer,
-    name: &str,
-    env: &[(&str, String)],
-    runs: usize,
-) -> Vec<Duration> {
+fn short_lived_runs(server: &AuthServer, name: &str, env: &[(&str, String)]) -> Vec<Duration> {
     let exe = std::env::current_exe().expect("test binary path");
-    (0..runs)
+    (0..SHORT_LIVED_RUNS)
         .map(|_| {
             server.reject_current_access_tokens();
             let output = tokio::task::block_in_place(|| {
@@ -158,6 +153,23 @@ pub fn short_lived_runs(
             Duration::from_millis(millis.parse().expect("millis"))
         })
         .collect()
+}
+
+/// [`SHORT_LIVED_RUNS`] short-lived processes running test `name` (see [`short_lived_runs`])
+/// with `env`: none waits for a lock left behind by the one before (each request within a
+/// second), each refreshes once, and no refresh token is reused.
+pub fn assert_short_lived_runs_leave_no_lock(
+    server: &AuthServer,
+    name: &str,
+    env: &[(&str, String)],
+) {
+    let times = short_lived_runs(server, name, env);
+    assert!(
+        times.iter().all(|time| *time < Duration::from_secs(1)),
+        "{times:?}"
+    );
+    assert_eq!(server.refresh_calls(), SHORT_LIVED_RUNS as u64);
+    assert_eq!(server.reuse_detections(), 0);
 }
 
 /// A short-lived process's whole life (see [`short_lived_runs`]): one request, its time and
