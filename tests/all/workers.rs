@@ -30,26 +30,13 @@ pub struct Workers {
 impl Workers {
     /// Starts `count` workers running test `name` with the extra environment `env`.
     pub fn spawn(name: &str, count: usize, env: &[(&str, String)]) -> Self {
-        let exe = std::env::current_exe().expect("test binary path");
         let workers = (0..count)
             .map(|index| {
-                let mut command = Command::new(&exe);
-                command
-                    .args([
-                        "--ignored",
-                        "--exact",
-                        name,
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env(WORKER_ENV, index.to_string())
+                let mut child = test_process(name, index, env)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit());
-                for (key, value) in env {
-                    command.env(key, value);
-                }
-                let mut child = command.spawn().expect("spawn worker");
+                    .spawn()
+                    .expect("spawn worker");
                 let stdin = child.stdin.take().expect("worker stdin");
                 let stdout = BufReader::new(child.stdout.take().expect("worker stdout"));
                 (child, stdin, stdout)
@@ -97,6 +84,24 @@ impl Workers {
     }
 }
 
+/// This test binary, to run only the ignored test `name` as worker `index` with the extra
+/// environment `env` (its standard error shown with the parent's).
+fn test_process(name: &str, index: usize, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("test binary path"));
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WORKER_ENV, index.to_string())
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .stderr(Stdio::inherit());
+    command
+}
+
 /// The next protocol line of a worker (the test harness prints its own lines too).
 fn reply(stdout: &mut BufReader<ChildStdout>) -> String {
     let mut line = String::new();
@@ -116,22 +121,11 @@ fn reply(stdout: &mut BufReader<ChildStdout>) -> String {
 /// process (test `name`, see [`one_request_and_exit`]) then exits. Returns how long each
 /// process's request took: a lock left behind by the previous process shows there.
 fn short_lived_runs(server: &AuthServer, name: &str, env: &[(&str, String)]) -> Vec<Duration> {
-    let exe = std::env::current_exe().expect("test binary path");
     (0..SHORT_LIVED_RUNS)
         .map(|_| {
             server.reject_current_access_tokens();
             let output = tokio::task::block_in_place(|| {
-                Command::new(&exe)
-                    .args([
-                        "--ignored",
-                        "--exact",
-                        name,
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env(WORKER_ENV, "0")
-                    .envs(env.iter().map(|(key, value)| (key, value)))
-                    .stderr(Stdio::inherit())
+                test_process(name, 0, env)
                     .output()
                     .expect("run a short-lived process")
             });
