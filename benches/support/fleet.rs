@@ -726,6 +726,20 @@ struct MemoryReport {
     millis: u64,
 }
 
+/// Sends one request for key `k` through `chain`, timed from now.
+async fn send_for_key(
+    chain: &ClientWithMiddleware,
+    url: reqwest::Url,
+    k: usize,
+) -> reqwest_middleware::Result<reqwest::Response> {
+    chain
+        .get(url)
+        .with_extension(key_name(k))
+        .with_extension(Started(Instant::now(), k))
+        .send()
+        .await
+}
+
 /// A worker's client: the token middleware in front of the stub API.
 fn fleet_chain(manager: &TokenManager, plan: Plan, stats: &Arc<Stats>) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
@@ -881,12 +895,7 @@ async fn run(
         let (chain, url, stats) = (chain.clone(), url.clone(), Arc::clone(stats));
         tokio::spawn(async move {
             let k = k as usize;
-            let sent = chain
-                .get(url)
-                .with_extension(key_name(k))
-                .with_extension(Started(Instant::now(), k))
-                .send()
-                .await;
+            let sent = send_for_key(&chain, url, k).await;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match sent {
                 Ok(response) if response.status() == 200 => {}
@@ -973,12 +982,7 @@ fn memory(
                 .map(|k| {
                     let (chain, url) = (chain.clone(), url.clone());
                     tokio::spawn(async move {
-                        let sent = chain
-                            .get(url)
-                            .with_extension(key_name(k))
-                            .with_extension(Started(Instant::now(), k))
-                            .send()
-                            .await;
+                        let sent = send_for_key(&chain, url, k).await;
                         u64::from(!matches!(sent, Ok(response) if response.status() == 200))
                     })
                 })
