@@ -9,7 +9,6 @@ use crate::error::{ConfigError, Error, InvalidResponse, TransientError};
 use crate::url_policy;
 
 /// Limits and transport settings of the authorization-server client.
-#[derive(Debug)]
 pub(crate) struct EndpointSettings {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -17,6 +16,20 @@ pub(crate) struct EndpointSettings {
     pub(crate) allow_http_loopback: bool,
     /// The application's own client builder (proxy, roots, mTLS), if it gave one.
     pub(crate) http: Option<reqwest::ClientBuilder>,
+}
+
+// Written out: the application's client builder is not shown, since its `Debug` prints its
+// default headers and its proxies' credentials.
+impl std::fmt::Debug for EndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSettings")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("allow_http_loopback", &self.allow_http_loopback)
+            .field("custom_http_client", &self.http.is_some())
+            .finish()
+    }
 }
 
 impl Default for EndpointSettings {

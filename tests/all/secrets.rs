@@ -99,3 +99,29 @@ fn d13_the_test_kit_builder_never_shows_the_client_secret() {
         .client("my-app", CANARIES[2]);
     assert_clean(&format!("{builder:?} {builder:#?}"));
 }
+
+/// The application's own HTTP client (a proxy with a password, a default header) is never
+/// shown by the builders that hold it.
+#[test]
+fn d13_a_proxy_password_in_the_http_client_is_never_shown() {
+    let http = || {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::https("http://proxy.example.com:3128")
+                    .unwrap()
+                    .basic_auth("user", CANARIES[2]),
+            )
+            .default_headers(reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::HeaderName::from_static("x-api-key"),
+                reqwest::header::HeaderValue::from_static("canary-secret-4d2e"),
+            )]))
+    };
+    let discovery =
+        reqwest_token_refresh::Discovery::oauth("https://auth.example.com").http_client(http());
+    assert_clean(&format!("{discovery:?} {discovery:#?}"));
+    let builder =
+        RefreshTokenGrant::builder("https://auth.example.com/token", "c").http_client(http());
+    assert_clean(&format!("{builder:?} {builder:#?}"));
+    let grant = builder.build().unwrap();
+    assert_clean(&format!("{grant:?} {grant:#?}"));
+}
