@@ -29,7 +29,7 @@
 //!   started the generations over, and a conflict writes nothing;
 //! - records that a grant ended round-trip;
 //! - the lock excludes a second holder (on another instance) until released, and a released
-//!   or dropped lock can be taken again at once;
+//!   or dropped lock, or one whose release was abandoned midway, can be taken again at once;
 //! - with [`lock_breaker`](StoreContract::lock_breaker): a lock taken away behind its holder's
 //!   back is reported lost ([`StoreLock::still_held`](crate::StoreLock::still_held));
 //! - with [`corrupter`](StoreContract::corrupter): a record that cannot be read is an error,
@@ -275,7 +275,15 @@ where
         let again = within(first.lock(&key), "taking a lock whose holder dropped it")
             .await
             .expect("lock");
-        again.release().await;
+        // A release abandoned at its first await (its caller was cancelled) still frees it.
+        let _ = again.release().now_or_never();
+        let freed = within(
+            second.lock(&key),
+            "taking a lock whose release was abandoned",
+        )
+        .await
+        .expect("lock");
+        freed.release().await;
     }
 
     async fn a_lost_lock_is_reported(&self, breaker: &Hook) {

@@ -170,8 +170,10 @@ impl HeldLock for Lease {
 
     async fn release(mut self: Box<Self>) {
         self.renewal.abort();
-        self.released = true;
         Self::delete(self.connection.clone(), &self.name, &self.token).await;
+        // Only now: a release abandoned during the delete is finished by `drop` (deleting a
+        // lease that is no longer ours does nothing).
+        self.released = true;
     }
 }
 

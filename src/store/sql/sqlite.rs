@@ -267,8 +267,10 @@ impl HeldLock for Lease {
 
     async fn release(mut self: Box<Self>) {
         self.heartbeat.abort();
-        self.released = true;
         self.row.delete().await;
+        // Only now: a release abandoned during the delete is finished by `drop` (deleting a
+        // lease row that is no longer ours does nothing).
+        self.released = true;
     }
 }
 
