@@ -229,9 +229,14 @@ impl KeySlot {
         let Ok(book) = self.book.try_lock() else {
             return false;
         };
+        // A backoff or cooldown that is over is kept by nothing: it stays in the book until
+        // the key's next run, which an idle key never has.
         book.unsaved.is_none()
             && !book.retrying
-            && book.held_back.is_none()
+            && book
+                .held_back
+                .as_ref()
+                .is_none_or(|held_back| held_back.until <= now)
             && book.cooldown_until.is_none_or(|until| until <= now)
     }
 
@@ -394,4 +399,27 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key whose refresh failed and whose user went away must not stay for ever: once its
+    /// backoff is over, nothing is lost by forgetting it.
+    #[tokio::test]
+    async fn a_key_is_kept_while_held_back_and_can_be_forgotten_after() {
+        let slot = Arc::new(KeySlot::new(TokenKey::new("failed")));
+        let now = Instant::now();
+        slot.writer().await.hold_back(Some(HeldBack {
+            until: now + Duration::from_secs(1),
+            pause: Duration::from_secs(1),
+            error: Error::RefreshAborted,
+        }));
+        assert!(!slot.is_evictable(now), "a running backoff is kept");
+        assert!(
+            slot.is_evictable(now + Duration::from_secs(2)),
+            "a backoff that is over keeps nothing worth keeping"
+        );
+    }
 }
