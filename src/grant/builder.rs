@@ -24,9 +24,12 @@ pub struct GrantBuilder<G> {
     auth: Option<ClientAuth>,
     pub(super) scope: Option<String>,
     settings: EndpointSettings,
-    /// The `private_key_jwt` key and the assertions' audience, if set.
+    /// The `private_key_jwt` key, if set.
     #[cfg(feature = "private-key-jwt")]
-    assertion: Option<(super::assertion::ClientAssertionKey, Option<String>)>,
+    assertion_key: Option<super::assertion::ClientAssertionKey>,
+    /// The assertions' audience, if not the token endpoint.
+    #[cfg(feature = "private-key-jwt")]
+    assertion_audience: Option<String>,
     /// The DPoP algorithm of the keys a client-credentials grant makes, if DPoP is on.
     #[cfg(feature = "dpop")]
     pub(super) dpop: Option<crate::dpop::DpopAlgorithm>,
@@ -56,7 +59,9 @@ impl<G> GrantBuilder<G> {
             scope: None,
             settings: EndpointSettings::default(),
             #[cfg(feature = "private-key-jwt")]
-            assertion: None,
+            assertion_key: None,
+            #[cfg(feature = "private-key-jwt")]
+            assertion_audience: None,
             #[cfg(feature = "dpop")]
             dpop: None,
             grant: PhantomData,
@@ -69,8 +74,7 @@ impl<G> GrantBuilder<G> {
     #[cfg(feature = "private-key-jwt")]
     pub fn private_key_jwt(mut self, key: super::assertion::ClientAssertionKey) -> Self {
         self.auth = Some(ClientAuth::PrivateKeyJwt);
-        let audience = self.assertion.take().and_then(|(_, audience)| audience);
-        self.assertion = Some((key, audience));
+        self.assertion_key = Some(key);
         self
     }
 
@@ -78,9 +82,7 @@ impl<G> GrantBuilder<G> {
     /// expect their issuer identifier instead.
     #[cfg(feature = "private-key-jwt")]
     pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
-        if let Some((_, slot)) = &mut self.assertion {
-            *slot = Some(audience.into());
-        }
+        self.assertion_audience = Some(audience.into());
         self
     }
 
@@ -186,9 +188,11 @@ impl<G> GrantBuilder<G> {
             return Err(ConfigError::Missing("client_secret"));
         }
         #[cfg(feature = "private-key-jwt")]
-        let assertion = match (auth, self.assertion) {
-            (ClientAuth::PrivateKeyJwt, Some((key, audience))) => {
-                let audience = audience.unwrap_or_else(|| token_endpoint.to_string());
+        let assertion = match (auth, self.assertion_key) {
+            (ClientAuth::PrivateKeyJwt, Some(key)) => {
+                let audience = self
+                    .assertion_audience
+                    .unwrap_or_else(|| token_endpoint.to_string());
                 Some((key, audience))
             }
             (ClientAuth::PrivateKeyJwt, None) => {
@@ -214,5 +218,49 @@ impl<G> GrantBuilder<G> {
             nonces: crate::dpop::Nonces::default(),
         };
         Ok((client, self.scope))
+    }
+}
+
+#[cfg(all(test, feature = "private-key-jwt"))]
+mod tests {
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+
+    use super::super::assertion::ClientAssertionKey;
+    use crate::RefreshTokenGrant;
+
+    fn key() -> ClientAssertionKey {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.to_pkcs8v1().unwrap();
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        ClientAssertionKey::from_pem(&format!(
+            "-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+        ))
+        .unwrap()
+    }
+
+    /// The audience holds whichever of the two setters comes first.
+    #[test]
+    fn the_assertion_audience_is_kept_in_either_order() {
+        let token_endpoint = "https://auth.example.com/oauth/token";
+        let issuer = "https://auth.example.com";
+        let audience = |builder: super::GrantBuilder<RefreshTokenGrant>| {
+            let (client, _) = builder.client().unwrap();
+            client.assertion.map(|(_, audience)| audience)
+        };
+        let builder = || RefreshTokenGrant::builder(token_endpoint, "c");
+        assert_eq!(
+            audience(builder().private_key_jwt(key())).as_deref(),
+            Some(token_endpoint),
+            "by default the token endpoint"
+        );
+        assert_eq!(
+            audience(builder().private_key_jwt(key()).assertion_audience(issuer)).as_deref(),
+            Some(issuer)
+        );
+        assert_eq!(
+            audience(builder().assertion_audience(issuer).private_key_jwt(key())).as_deref(),
+            Some(issuer)
+        );
     }
 }
