@@ -285,10 +285,8 @@ impl State {
     }
 
     fn rotate_nonce(&mut self) {
-        let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes).expect("the system random generator");
-        // base64url characters are all NQCHAR (RFC 9449 §8.1).
-        self.nonce = Some(jwt::b64(bytes));
+        // 128 random bits in base64url, whose characters are all NQCHAR (RFC 9449 §8.1).
+        self.nonce = Some(crate::jws::random_id());
     }
 }
 

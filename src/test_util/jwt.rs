@@ -6,25 +6,16 @@ use aws_lc_rs::signature::{
     RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
     RSA_PKCS1_2048_8192_SHA256,
 };
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
 /// The JWK members that hold a private (or symmetric) key (RFC 7518 §6.2.2, §6.3.2, §6.4).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// base64url without padding (RFC 7515 §2).
+// base64url without padding (RFC 7515 §2), as the client side writes it; decoding anything
+// else (padding, the standard alphabet) is `None`.
 #[cfg(feature = "dpop")]
-pub(super) fn b64(bytes: impl AsRef<[u8]>) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes base64url without padding; anything else (padding, the standard alphabet) is
-/// `None`.
-pub(super) fn b64_decode(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
-}
+pub(super) use crate::jws::b64;
+pub(super) use crate::jws::b64_decode;
 
 /// Now, in seconds since the Unix epoch.
 pub(super) fn now_secs() -> f64 {
