@@ -32,6 +32,8 @@ const LIFETIME_SECS: u64 = 60;
 pub struct ClientAssertionKey {
     signing: Arc<SigningKey>,
     key_id: Option<String>,
+    /// The JOSE header, the same in every assertion: made once, base64url.
+    header: String,
 }
 
 impl ClientAssertionKey {
@@ -59,16 +61,20 @@ impl ClientAssertionKey {
             _ => None,
         }
         .ok_or_else(|| invalid("not an RSA (2048 bits or more) or P-256 private key"))?;
+        let header = assertion_header(&signing, None);
         Ok(Self {
             signing: Arc::new(signing),
             key_id: None,
+            header,
         })
     }
 
     /// Names the key (`kid`), as registered with the server, for a server holding several.
     #[must_use]
     pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
-        self.key_id = Some(key_id.into());
+        let key_id = key_id.into();
+        self.header = assertion_header(&self.signing, Some(&key_id));
+        self.key_id = Some(key_id);
         self
     }
 
@@ -81,12 +87,6 @@ impl ClientAssertionKey {
     /// a 60-second lifetime and a unique `jti` (servers refuse a replayed one, so each request
     /// gets its own).
     pub(crate) fn assertion(&self, client_id: &str, audience: &str) -> Result<String, Error> {
-        let header = match &self.key_id {
-            Some(key_id) => {
-                serde_json::json!({ "alg": self.signing.alg(), "typ": "JWT", "kid": key_id })
-            }
-            None => serde_json::json!({ "alg": self.signing.alg(), "typ": "JWT" }),
-        };
         let now = jws::now_secs();
         let claims = serde_json::json!({
             "iss": client_id,
@@ -96,8 +96,7 @@ impl ClientAssertionKey {
             "iat": now,
             "exp": now + LIFETIME_SECS,
         });
-        jws::compact(&b64(header.to_string()), &claims.to_string(), &self.signing)
-            .ok_or(Error::SigningFailed)
+        jws::compact(&self.header, &claims.to_string(), &self.signing).ok_or(Error::SigningFailed)
     }
 }
 
@@ -108,6 +107,15 @@ impl std::fmt::Debug for ClientAssertionKey {
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The base64url JOSE header of the assertions `signing` signs, naming the key `key_id`.
+fn assertion_header(signing: &SigningKey, key_id: Option<&str>) -> String {
+    let header = match key_id {
+        Some(key_id) => serde_json::json!({ "alg": signing.alg(), "typ": "JWT", "kid": key_id }),
+        None => serde_json::json!({ "alg": signing.alg(), "typ": "JWT" }),
+    };
+    b64(header.to_string())
 }
 
 /// The label and decoded body of the first PEM block of `pem`.
