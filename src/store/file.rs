@@ -115,7 +115,6 @@ const LOCK_POLL: Backoff = Backoff::new(Duration::from_millis(1), LOCK_POLL_MAX)
 ///
 /// [`store`]: crate::TokenManagerBuilder::store
 pub struct FileTokenStore {
-    path: PathBuf,
     paths: Arc<Paths>,
     lock_timeout: Duration,
     in_process: Arc<tokio::sync::Mutex<()>>,
@@ -142,7 +141,7 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(file: &Path) -> Result<Self, ConfigError> {
+    fn new(file: &Path, check_owners: bool) -> Result<Self, ConfigError> {
         let name = file.file_name().ok_or_else(|| ConfigError::Store {
             setting: "token file path",
             reason: format!("{} does not end in a file name", file.display()),
@@ -161,7 +160,7 @@ impl Paths {
             lock: dir.join(lock),
             dir,
             temp_prefix,
-            check_owners: true,
+            check_owners,
         })
     }
 
@@ -232,7 +231,7 @@ impl FileTokenStore {
 
     /// The token file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.paths.file
     }
 
     fn paths(&self) -> Arc<Paths> {
@@ -260,10 +259,8 @@ impl FileTokenStoreBuilder {
     /// Checks the path (it must end in a file name) and builds the store. Nothing is touched
     /// on disk until the store is used.
     pub fn build(self) -> Result<FileTokenStore, ConfigError> {
-        let mut paths = Paths::new(&self.path)?;
-        paths.check_owners = self.check_owners;
+        let paths = Paths::new(&self.path, self.check_owners)?;
         Ok(FileTokenStore {
-            path: self.path,
             paths: Arc::new(paths),
             lock_timeout: self.lock_timeout,
             in_process: Arc::default(),
@@ -274,7 +271,7 @@ impl FileTokenStoreBuilder {
 impl std::fmt::Debug for FileTokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileTokenStore")
-            .field("path", &self.path)
+            .field("path", &self.paths.file)
             .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }

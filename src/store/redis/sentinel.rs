@@ -138,29 +138,27 @@ impl SentinelConnection {
         }
     }
 
-    /// Forgets `master` if `result` shows that it is gone or no longer the master.
-    fn check<T>(&self, master: &Arc<MultiplexedConnection>, result: &RedisResult<T>) {
-        if let Err(error) = result {
-            if is_connection_lost(error) || is_replica_refusal(error) {
-                self.forget(master);
-            }
+    /// Forgets `master` if `result` shows that it is gone or no longer the master; whether it
+    /// did.
+    fn check<T>(&self, master: &Arc<MultiplexedConnection>, result: &RedisResult<T>) -> bool {
+        let gone = result
+            .as_ref()
+            .is_err_and(|error| is_connection_lost(error) || is_replica_refusal(error));
+        if gone {
+            self.forget(master);
         }
+        gone
     }
 
     async fn request(&self, cmd: &Cmd) -> RedisResult<Value> {
         let master = self.master().await?;
         let answer = send(&master, cmd).await;
-        if answer
-            .as_ref()
-            .is_err_and(|error| is_replica_refusal(error) || is_connection_lost(error))
-        {
-            // Demoted or gone (a failover): once more, to the master the sentinels name now.
-            self.forget(&master);
-            let master = self.master().await?;
-            let answer = send(&master, cmd).await;
-            self.check(&master, &answer);
+        if !self.check(&master, &answer) {
             return answer;
         }
+        // Demoted or gone (a failover): once more, to the master the sentinels name now.
+        let master = self.master().await?;
+        let answer = send(&master, cmd).await;
         self.check(&master, &answer);
         answer
     }
