@@ -382,15 +382,13 @@ impl Inner {
 
     /// Before a new key is added: forgets the keys idle for longer than the idle time (looked
     /// over at most every quarter of it), and above the key limit the least recently used.
-    /// Only keys with nothing unfinished go ([`KeySlot::is_evictable`]), never the first key
-    /// (read without the map's lock).
+    /// Only keys with nothing unfinished go ([`KeySlot::is_evictable`]); never the first key,
+    /// whose slot `first` also holds (it is read without the map's lock).
     fn evict(&self, keys: &mut HashMap<TokenKey, Arc<KeySlot>>) {
         let Eviction { idle, max_keys } = self.config.eviction;
         let now = SystemTime::now();
         let now_secs = slot::unix_secs(now);
         let instant = Instant::now();
-        let first = self.first.get();
-        let is_first = |slot: &Arc<KeySlot>| first.is_some_and(|first| Arc::ptr_eq(first, slot));
         if let Some(idle) = idle {
             let every = (idle.as_secs() / 4).max(1);
             let last = self.last_sweep.load(std::sync::atomic::Ordering::Relaxed);
@@ -398,9 +396,7 @@ impl Inner {
                 self.last_sweep
                     .store(now_secs, std::sync::atomic::Ordering::Relaxed);
                 let cutoff = now_secs.saturating_sub(idle.as_secs());
-                keys.retain(|_, slot| {
-                    slot.last_used() > cutoff || is_first(slot) || !slot.is_evictable(instant)
-                });
+                keys.retain(|_, slot| slot.last_used() > cutoff || !slot.is_evictable(instant));
             }
         }
         let Some(max_keys) = max_keys else { return };
@@ -412,7 +408,7 @@ impl Inner {
         let target = max_keys.saturating_sub((max_keys / 10).max(1));
         let mut candidates: Vec<(u64, TokenKey)> = keys
             .iter()
-            .filter(|(_, slot)| !is_first(slot) && slot.is_evictable(instant))
+            .filter(|(_, slot)| slot.is_evictable(instant))
             .map(|(key, slot)| (slot.last_used(), key.clone()))
             .collect();
         let excess = keys.len().saturating_sub(target).min(candidates.len());
