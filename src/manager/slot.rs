@@ -387,14 +387,14 @@ impl KeyWriter<'_> {
     }
 }
 
-/// Critical sections behind these std mutexes only swap small values; a poisoned lock still
-/// holds a consistent one.
 /// `time` in whole seconds since the Unix epoch.
 pub(super) fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// Critical sections behind these std mutexes only swap small values; a poisoned lock still
+/// holds a consistent one.
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
