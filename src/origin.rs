@@ -33,6 +33,12 @@ impl AllowedOrigin {
         Self { origin, serialized }
     }
 
+    /// `scheme://host[:port]`, as `Origin::ascii_serialization` writes it.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn as_str(&self) -> &str {
+        &self.serialized
+    }
+
     /// Whether `url` belongs to this origin (`url.origin() == origin`).
     ///
     /// This runs for every request and response, so a URL is compared as text, without the

@@ -22,7 +22,7 @@ impl TokenRefreshMiddleware {
     /// replays once with a fresh token if the response rejects this one.
     pub(super) async fn send_dpop(
         &self,
-        mut request: Request,
+        request: Request,
         origin: &AllowedOrigin,
         key: Cow<'_, TokenKey>,
         token: PublishedToken,
@@ -31,11 +31,8 @@ impl TokenRefreshMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         // Only a request whose body can be cloned is sent again (a stream cannot be).
         let mut replay = request.try_clone();
-        let nonce = self
-            .authorize(&mut request, &token)
-            .map_err(middleware_error)?;
         let response = self
-            .send_proven(request, nonce, &mut replay, &token, extensions, &next)
+            .send_proven(request, origin, &mut replay, &token, extensions, &next)
             .await?;
         let rejected = origin.contains(response.url())
             && (self.rejection.is_token_rejected(&response)
@@ -43,7 +40,7 @@ impl TokenRefreshMiddleware {
         if !rejected {
             return Ok(response);
         }
-        let Some(mut replay) = replay else {
+        let Some(replay) = replay else {
             log::debug!(%key, "DPoP token rejected; request body cannot be replayed");
             if let Err(error) = self.manager.token_after_rejection(&key, &token).await {
                 log::debug!(%key, %error, "refresh after a rejected streaming request failed");
@@ -60,31 +57,36 @@ impl TokenRefreshMiddleware {
         };
         drop(response);
         let mut again = replay.try_clone();
-        let nonce = self
-            .authorize(&mut replay, &fresh)
-            .map_err(middleware_error)?;
         // Replayed once (a nonce challenge to the replay is answered once too).
-        self.send_proven(replay, nonce, &mut again, &fresh, extensions, &next)
+        self.send_proven(replay, origin, &mut again, &fresh, extensions, &next)
             .await
     }
 
-    /// Sends `request`, proven with the nonce `used`, keeps the nonce the response carries,
-    /// and if the response asks for a nonce other than `used`, sends `copy` once more with a
-    /// proof that carries it.
+    /// Sends `request` to `origin` with `token` and a proof, keeps the nonce the response
+    /// carries (unless a redirect brought it from another origin), and if the response asks
+    /// for a nonce other than the one the proof carried, sends `copy` (taken before) once more
+    /// with a proof that carries it.
     async fn send_proven(
         &self,
-        request: Request,
-        used: Option<Arc<str>>,
+        mut request: Request,
+        origin: &AllowedOrigin,
         copy: &mut Option<Request>,
         token: &ActiveToken,
         extensions: &mut Extensions,
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let origin = request.url().origin().ascii_serialization();
+        let used = self
+            .authorize(&mut request, token)
+            .map_err(middleware_error)?;
         let response = next.clone().run(request, extensions).await?;
         let nonces = self.manager.dpop_nonces();
-        nonces.update(&origin, response.headers().get("dpop-nonce"));
-        let offered = nonces.get(&origin);
+        let keep_nonce = |response: &Response| {
+            if origin.contains(response.url()) {
+                nonces.update(origin.as_str(), response.headers().get("dpop-nonce"));
+            }
+        };
+        keep_nonce(&response);
+        let offered = nonces.get(origin.as_str());
         if dpop_challenge(&response) != Some(DpopChallenge::UseNonce)
             || offered.is_none()
             || offered == used
@@ -102,9 +104,7 @@ impl TokenRefreshMiddleware {
         self.authorize(&mut retry, token)
             .map_err(middleware_error)?;
         let response = next.clone().run(retry, extensions).await?;
-        self.manager
-            .dpop_nonces()
-            .update(&origin, response.headers().get("dpop-nonce"));
+        keep_nonce(&response);
         Ok(response)
     }
 

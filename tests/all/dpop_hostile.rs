@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use reqwest_token_refresh::{
     AccessToken, DpopAlgorithm, DpopKey, RefreshToken, RefreshTokenGrant, TokenManager, TokenSet,
 };
@@ -132,4 +134,56 @@ async fn a_resource_demanding_dpop_from_a_bearer_client_gets_no_refresh_and_no_l
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// The nonce of a response that a redirect brought from another origin belongs to that
+/// origin: the next proof to ours must not carry it.
+#[tokio::test]
+async fn a_nonce_from_a_redirect_target_is_not_used_for_the_origin_that_redirected() {
+    let api = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/moved"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/here", elsewhere.uri())),
+        )
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/items"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&api)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).insert_header("dpop-nonce", "elsewhere-nonce"))
+        .mount(&elsewhere)
+        .await;
+    let (client, _) = client(dpop_manager(&api));
+    let moved = client
+        .get(format!("{}/moved", api.uri()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    assert_eq!(moved.url().as_str(), format!("{}/here", elsewhere.uri()));
+    let items = client
+        .get(format!("{}/items", api.uri()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.status(), 200);
+    let requests = api.received_requests().await.unwrap();
+    let proof = requests.last().unwrap().headers["dpop"].to_str().unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(proof.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["htu"], format!("{}/items", api.uri()));
+    assert!(
+        claims.get("nonce").is_none(),
+        "another origin's nonce was sent: {claims}"
+    );
 }
